@@ -1,0 +1,57 @@
+"""Command line: ``agenttask-operator`` / ``python -m agenttask_operator``.
+
+Starts kopf against the cluster that ``KUBECONFIG`` (or the in-cluster service account) names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+
+from agenttask_operator import handlers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the operator's flags."""
+    ap = argparse.ArgumentParser(
+        prog="agenttask-operator", description="Run LLM agent tasks as durable AgentTask resources."
+    )
+    ap.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    ap.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    ap.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the operator until interrupted."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handlers.register()
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
