@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client, config
+from localcluster import REPO, LocalCluster
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "hack"))
-
-from localcluster import LocalCluster  # noqa: E402
+from fakeopenai import FakeServer
+from operatorproc import OperatorProcess
 
 FAILED_LOGS = REPO / ".cache" / "test-logs"
 
@@ -51,3 +52,85 @@ async def api(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
     await config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
     async with client.ApiClient(cfg) as c:
         yield c
+
+
+@pytest.fixture
+async def namespace(api: client.ApiClient) -> str:
+    """A fresh namespace per test (left behind: the session's cluster goes away anyway)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: LocalCluster) -> Path:
+    """The AgentTask CRD from crds/, applied with kubectl and Established."""
+    env = {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(cluster.workdir),
+    }
+    kubectl = str(cluster.kubectl)
+    subprocess.run(
+        [kubectl, "apply", "-f", str(REPO / "crds")], env=env, check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/agenttasks.agenttask.dev",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return REPO / "crds"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    """A fresh fake OpenAI + HTTP-tool server."""
+    server = FakeServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """The operator's workspace for built-in tools."""
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def operator(
+    request: pytest.FixtureRequest,
+    cluster: LocalCluster,
+    crd: Path,
+    namespace: str,
+    fake: FakeServer,
+    workspace: Path,
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    """The operator as a subprocess watching the test's namespace, talking to ``fake``."""
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        {
+            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_API_KEY": "sk-test-secret-key",
+            "AGENTTASK_WORKSPACE": str(workspace),
+            "AGENTTASK_FAULT_DIR": str(tmp_path / "faults"),
+        },
+    )
+    yield proc
+    proc.stop()
+    if request.session.stash.get(_failed, False):
+        dest = FAILED_LOGS / f"operator-{request.node.name}.log"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(proc.log, dest)

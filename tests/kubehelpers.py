@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from kubernetes_asyncio import client
 
 T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, within: float = 30.0, what: str = "condition"
+    check: Callable[[], Awaitable[T | None]], *, within: float = 30.0, what: str = "condition"
 ) -> T:
     """Poll the async ``check`` every 0.2 s until it returns a truthy value, or fail."""
     loop = asyncio.get_running_loop()
@@ -22,3 +25,72 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.2)
+
+
+GROUP, VERSION, PLURAL = "agenttask.dev", "v1alpha1", "agenttasks"
+
+
+def task_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """An AgentTask manifest."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentTask",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+async def create_task(
+    api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """Create an AgentTask."""
+    co = client.CustomObjectsApi(api)
+    obj: dict[str, Any] = await co.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, task_body(name, spec)
+    )
+    return obj
+
+
+async def get_task(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """Read an AgentTask."""
+    co = client.CustomObjectsApi(api)
+    obj: dict[str, Any] = await co.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return obj
+
+
+async def wait_phase(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    phases: tuple[str, ...] = ("Succeeded", "Failed"),
+    *,
+    within: float = 60.0,
+) -> dict[str, Any]:
+    """Wait until the task's status.phase is one of ``phases``; return the object."""
+
+    async def check() -> dict[str, Any] | None:
+        obj = await get_task(api, namespace, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+    try:
+        return await eventually(check, within=within, what=f"{name} to reach {phases}")
+    except AssertionError:
+        obj = await get_task(api, namespace, name)
+        raise AssertionError(
+            f"{name} never reached {phases}; status: {obj.get('status')}"
+        ) from None
+
+
+async def transcript(api: client.ApiClient, namespace: str, uid: str) -> list[dict[str, Any]]:
+    """The task's transcript, read from its ConfigMaps as a user would."""
+    core = client.CoreV1Api(api)
+    cms = await core.list_namespaced_config_map(
+        namespace, label_selector=f"agenttask.dev/task-uid={uid}"
+    )
+    chunks = sorted(
+        cms.items, key=lambda c: int(c.metadata.labels["agenttask.dev/transcript-chunk"])
+    )
+    stream = "".join((c.data or {}).get("transcript.jsonl", "") for c in chunks)
+    return [json.loads(line) for line in stream.splitlines() if line]

@@ -10,7 +10,6 @@ import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ def pinned_version() -> str:
         if line.startswith("KUBERNETES_VERSION="):
             return line.split("=", 1)[1].strip()
     raise AssertionError("KUBERNETES_VERSION not in versions.env")
-
-
-@pytest.fixture
-async def namespace(api: client.ApiClient) -> AsyncIterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api)
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    await core.delete_namespace(name)
 
 
 @pytest.fixture

@@ -1,1 +1,1 @@
-"""effects layer."""
+"""Effects: everything that touches the world (Kubernetes API, LLM, tools, events, faults)."""

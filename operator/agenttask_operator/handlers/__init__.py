@@ -1,22 +1,77 @@
-"""kopf handlers: parse objects into models, call the core, apply effects. Nothing else."""
+"""kopf handlers: parse objects into models, call the core, apply effects. Nothing else.
+
+One kopf daemon per non-terminal AgentTask runs :class:`~.runner.TaskLoop`. kopf starts it when
+the task appears and again for every non-terminal task when the operator starts, which is how
+a task resumes after a crash; terminal tasks get no daemon, so they are never touched again.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import aiohttp
 import kopf
+
+from agenttask_operator.effects.kube import GROUP, PLURAL, VERSION, Kube, connect
+from agenttask_operator.effects.registry import load_builtins
+from agenttask_operator.handlers.context import Context, Settings
+from agenttask_operator.handlers.runner import TaskLoop
+from agenttask_operator.models import TERMINAL_PHASES
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "agenttask.dev", "v1alpha1", "agenttasks"
 
-
-async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Connect to the API, load the built-in tools, configure kopf."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    log.info("agenttask-operator started; watching %s.%s/%s", PLURAL, GROUP, VERSION)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.watching.server_timeout = 300
+    builtins = load_builtins()
+    memo.ctx = Context(
+        kube=Kube(await connect()),
+        session=aiohttp.ClientSession(),
+        builtins=builtins,
+        settings=memo.get("settings") or Settings.from_env(),
+    )
+    log.info(
+        "agenttask-operator started; watching %s.%s/%s; built-in tools: %s; workspace: %s",
+        PLURAL, GROUP, VERSION, ", ".join(sorted(builtins)) or "none", memo.ctx.settings.workspace,
+    )  # fmt: skip
+
+
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Close connections."""
+    ctx: Context | None = memo.get("ctx")
+    if ctx is not None:
+        await ctx.session.close()
+        await ctx.kube.api.close()
+
+
+def not_finished(status: kopf.Status, **_: Any) -> bool:
+    """Tasks that have not ended get a loop; ended ones are left alone."""
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+async def agent_loop(
+    *, namespace: str | None, name: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any
+) -> None:
+    """Run the task's loop until it ends."""
+    assert namespace is not None  # AgentTask is namespaced
+    await TaskLoop(memo.ctx, namespace, name).run(stopped)
 
 
 def register() -> None:
     """Register the handlers with kopf's default registry."""
-    kopf.on.startup()(_startup)
+    kopf.on.startup()(startup)
+    kopf.on.cleanup()(cleanup)
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="agent-loop",
+        when=not_finished,
+        cancellation_timeout=10.0,
+        backoff=5.0,
+    )(agent_loop)

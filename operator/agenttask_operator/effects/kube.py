@@ -1,0 +1,154 @@
+"""The only module that calls the Kubernetes API (through kubernetes_asyncio).
+
+Status writes are merge patches to ``/status`` that carry ``metadata.resourceVersion``: the API
+server applies them only if the object is unchanged since we read it, else answers 409, which
+surfaces here as :class:`Conflict` (the caller re-reads and decides again).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any, cast
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+GROUP, VERSION, PLURAL, KIND = "agenttask.dev", "v1alpha1", "agenttasks", "AgentTask"
+MERGE = "application/merge-patch+json"
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): re-read and decide again."""
+
+
+class SecretError(Exception):
+    """A model credential could not be read from its Secret."""
+
+
+async def connect() -> client.ApiClient:
+    """An API client from the in-cluster service account, else from ``KUBECONFIG``."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        await config.load_kube_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    """Typed, small surface over the API calls the operator makes."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        """Wrap an API client."""
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The AgentTask as stored now, or None if it is gone."""
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def patch_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch ``status`` if the object is still at ``resource_version``."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            obj = await self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE
+            )
+        except ApiException as e:
+            if e.status in (404, 409):
+                raise Conflict(f"{namespace}/{name}: {e.reason}") from None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded. Never logged."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                raise SecretError(f"Secret {namespace}/{name} not found") from None
+            if e.status == 403:
+                raise SecretError(f"not allowed to read Secret {namespace}/{name}") from None
+            raise
+        data = secret.data or {}
+        if key not in data:
+            raise SecretError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data[key]).decode().strip()
+
+    # --- ConfigMaps (transcript chunks) ---
+
+    async def list_config_maps(self, namespace: str, selector: str) -> list[Any]:
+        """ConfigMaps matching a label selector."""
+        res = await self.core.list_namespaced_config_map(namespace, label_selector=selector)
+        return list(res.items)
+
+    async def create_config_map(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create; returns the new resourceVersion. Exists already → Conflict."""
+        try:
+            cm = await self.core.create_namespaced_config_map(namespace, body)
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"ConfigMap {body['metadata']['name']} exists") from None
+            raise
+        return str(cm.metadata.resource_version)
+
+    async def replace_config_map(self, namespace: str, body: dict[str, Any]) -> str:
+        """Replace if unchanged since read (``metadata.resourceVersion``), else Conflict."""
+        name = body["metadata"]["name"]
+        try:
+            cm = await self.core.replace_namespaced_config_map(name, namespace, body)
+        except ApiException as e:
+            if e.status in (404, 409):
+                raise Conflict(f"ConfigMap {name}: {e.reason}") from None
+            raise
+        return str(cm.metadata.resource_version)
+
+    async def delete_config_map(self, namespace: str, name: str) -> None:
+        """Delete, ignoring absence."""
+        try:
+            await self.core.delete_namespaced_config_map(name, namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    async def event(
+        self, task: dict[str, Any], type_: str, reason: str, message: str, now_iso: str
+    ) -> None:
+        """Record a Kubernetes Event on the task (best effort: failures are logged only)."""
+        meta = task["metadata"]
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "agenttask-operator"},
+            "firstTimestamp": now_iso,
+            "lastTimestamp": now_iso,
+            "count": 1,
+            "reportingComponent": "agenttask.dev/operator",
+        }
+        try:
+            await self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as e:
+            log.warning("could not record event %s on %s: %s", reason, meta["name"], e.reason)

@@ -1,0 +1,95 @@
+"""``AgentTask.status``: conditions, a derived phase, the step in flight and a projection.
+
+The transcript itself lives in ConfigMaps (see ``effects.transcript``); status only summarises
+it, so it stays small whatever the length of the conversation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from agenttask_operator.models.base import Model
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+
+
+class Condition(Model):
+    """A Kubernetes condition (type ``Succeeded``: True, False or Unknown)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class Usage(Model):
+    """Token usage summed over all LLM responses."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        """Sum two usages."""
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class Step(Model):
+    """One unit of work: an LLM request (iteration N) or one tool call of iteration N."""
+
+    kind: Literal["LLM", "Tool"]
+    iteration: int
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    start_time: datetime | None = None
+
+    def same_as(self, other: Step) -> bool:
+        """Whether both name the same unit of work (timestamps aside)."""
+        return (self.kind, self.iteration, self.tool_call_id) == (
+            other.kind,
+            other.iteration,
+            other.tool_call_id,
+        )
+
+
+class TranscriptInfo(Model):
+    """Where the transcript is and how much of it there is."""
+
+    config_maps: tuple[str, ...] = ()
+    entries: int = 0
+    bytes: int = 0
+
+
+class AgentTaskStatus(Model):
+    """Everything the operator records about a task."""
+
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    result: str | None = None
+    error: str | None = None
+    iterations: int = 0
+    tool_calls: int = 0
+    attempts: int = 0
+    next_retry_time: datetime | None = None
+    last_error: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    usage: Usage = Usage()
+    current_step: Step | None = None
+    transcript: TranscriptInfo = TranscriptInfo()
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the task has ended (Succeeded or Failed): it is never touched again."""
+        return self.phase in TERMINAL_PHASES

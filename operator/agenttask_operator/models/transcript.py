@@ -1,0 +1,28 @@
+"""One transcript entry: a message the model sent or a tool's answer, as stored in ConfigMaps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from agenttask_operator.models.base import Model
+from agenttask_operator.models.status import Step, Usage
+
+
+class Entry(Model):
+    """A committed step's result. The OpenAI-format ``message`` is replayed to the model."""
+
+    kind: Literal["LLM", "Tool"]
+    iteration: int
+    message: dict[str, Any]
+    tool_call_id: str | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    is_error: bool = False
+    time: datetime | None = None
+
+    def answers(self, step: Step) -> bool:
+        """Whether this entry is the stored result of ``step``."""
+        if step.kind == "LLM":
+            return self.kind == "LLM" and self.iteration == step.iteration
+        return self.kind == "Tool" and self.tool_call_id == step.tool_call_id

@@ -1,0 +1,70 @@
+"""The operator as a real subprocess (``python -m agenttask_operator``), killable with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class OperatorProcess:
+    """One operator process watching one namespace; its output goes to ``log``."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, env: dict[str, str]) -> None:
+        """Configure; call :meth:`start`."""
+        self.kubeconfig, self.namespace, self.log, self.env = kubeconfig, namespace, log, env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, **extra_env: str) -> OperatorProcess:
+        """Start (again); ``extra_env`` applies to this start only (e.g. fault injection)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTTASK_"))}
+        env |= {"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"} | self.env | extra_env
+        self.starts += 1
+        with self.log.open("ab") as f:
+            f.write(f"\n===== start #{self.starts} =====\n".encode())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agenttask_operator", "--namespace", self.namespace],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        return self
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        """Wait until this start has logged that it watches AgentTasks."""
+        marker = "agenttask-operator started"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            if text.count(marker) >= self.starts:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"operator exited with {self.proc.returncode}:\n{text[-3000:]}"
+                )
+            time.sleep(0.1)
+        raise AssertionError("operator did not start in time")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        """Everything the operator logged so far."""
+        return self.log.read_text(errors="replace")

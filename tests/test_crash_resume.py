@@ -1,0 +1,154 @@
+"""Crash tests: SIGKILL the operator at the worst moments, restart it, and check that the task
+succeeds, that the LLM was asked once per stored step, and that every tool call was delivered
+under one idempotency key only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from fakeopenai import HANG, FakeServer, Reply, ToolCall
+from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
+from operatorproc import OperatorProcess
+from scenarios import three_step_model
+
+pytestmark = pytest.mark.cluster
+
+SPEC: dict[str, Any] = {
+    "input": "Call echo three times.",
+    "model": {"name": "fake-model"},
+    "tools": [],  # set per test: needs the fake's URL
+}
+
+
+def echo(call: ToolCall, n: int) -> Reply:
+    return Reply(body=f"echo {call.body['arguments']['x']}")
+
+
+def spec_for(fake: FakeServer) -> dict[str, Any]:
+    return SPEC | {
+        "tools": [
+            {
+                "name": "echo",
+                "description": "echo x",
+                "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}},
+                "http": {"url": fake.tool_url("echo"), "timeoutSeconds": 60},
+            }
+        ]
+    }
+
+
+async def wait_file(path: Path, within: float = 60.0) -> None:
+    async def exists() -> bool:
+        return await asyncio.to_thread(path.exists)
+
+    await eventually(exists, within=within, what=f"{path.name}")
+
+
+async def check_outcome(api: client.ApiClient, namespace: str, fake: FakeServer) -> dict[str, int]:
+    """Succeeded; one LLM request per stored LLM step; one key per tool call. Returns deliveries."""
+    obj = await wait_phase(api, namespace, "crash")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert obj["status"]["result"] == "all three calls done"
+    entries = await transcript(api, namespace, obj["metadata"]["uid"])
+    assert [e["kind"] for e in entries] == ["LLM", "Tool", "Tool", "LLM", "Tool", "LLM"]
+    # The LLM was asked exactly once per stored step: 3 requests, with 1, 4 and 6 messages.
+    assert [len(r["messages"]) for r in fake.requests] == [1, 4, 6]
+    # Every tool call was delivered under one key only, and that key is <uid>:<tool_call_id>.
+    uid = obj["metadata"]["uid"]
+    keys: dict[str, set[str | None]] = {}
+    for d in fake.deliveries:
+        keys.setdefault(d.body["toolCallId"], set()).add(d.idempotency_key)
+    assert keys == {cid: {f"{uid}:{cid}"} for cid in ("call_a", "call_b", "call_c")}
+    return dict(Counter(d.body["toolCallId"] for d in fake.deliveries))
+
+
+async def test_kill_after_llm_answered_before_tools_ran(
+    api: client.ApiClient,
+    namespace: str,
+    fake: FakeServer,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    fake.llm = three_step_model
+    fake.tools["echo"] = echo
+    operator.start(AGENTTASK_FAULT_PAUSE="after-append:LLM:1")
+    await create_task(api, namespace, "crash", spec_for(fake))
+    await wait_file(tmp_path / "faults" / "after-append_LLM_1")
+    operator.kill()
+    assert len(fake.requests) == 1
+    assert fake.deliveries == []  # the tools had not run
+    operator.start()
+    deliveries = await check_outcome(api, namespace, fake)
+    assert deliveries == {"call_a": 1, "call_b": 1, "call_c": 1}
+
+
+async def test_kill_while_http_tool_runs_redelivers_under_same_key(
+    api: client.ApiClient, namespace: str, fake: FakeServer, operator: OperatorProcess
+) -> None:
+    fake.llm = three_step_model
+
+    def echo_hangs_once(call: ToolCall, n: int) -> Reply:
+        if call.body["toolCallId"] == "call_b" and n == 1:
+            return HANG  # received, never answered: the operator dies meanwhile
+        return echo(call, n)
+
+    fake.tools["echo"] = echo_hangs_once
+    operator.start()
+    await create_task(api, namespace, "crash", spec_for(fake))
+
+    async def call_b_received() -> bool:
+        return any(d.body["toolCallId"] == "call_b" for d in fake.deliveries)
+
+    await eventually(call_b_received, within=60, what="call_b to be delivered")
+    operator.kill()
+    obj = await get_task(api, namespace, "crash")
+    assert obj["status"]["currentStep"]["toolCallId"] == "call_b"  # intent was recorded
+    operator.start()
+    deliveries = await check_outcome(api, namespace, fake)
+    assert deliveries == {"call_a": 1, "call_b": 2, "call_c": 1}  # only call_b again, same key
+
+
+async def test_kill_between_iterations(
+    api: client.ApiClient,
+    namespace: str,
+    fake: FakeServer,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    fake.llm = three_step_model
+    fake.tools["echo"] = echo
+    operator.start(AGENTTASK_FAULT_PAUSE="before-intent:LLM:2")
+    await create_task(api, namespace, "crash", spec_for(fake))
+    await wait_file(tmp_path / "faults" / "before-intent_LLM_2")
+    operator.kill()
+    assert len(fake.requests) == 1
+    operator.start()
+    deliveries = await check_outcome(api, namespace, fake)
+    assert deliveries == {"call_a": 1, "call_b": 1, "call_c": 1}
+
+
+async def test_finished_task_is_not_touched_after_restart(
+    api: client.ApiClient, namespace: str, fake: FakeServer, operator: OperatorProcess
+) -> None:
+    fake.llm = three_step_model
+    fake.tools["echo"] = echo
+    operator.start()
+    await create_task(api, namespace, "crash", spec_for(fake))
+    await check_outcome(api, namespace, fake)
+    await asyncio.sleep(2)  # let kopf finish its own bookkeeping (finalizer removal)
+    before = await get_task(api, namespace, "crash")
+    requests, deliveries = len(fake.requests), len(fake.deliveries)
+    operator.stop()
+    operator.start()
+    operator.wait_started()
+    await asyncio.sleep(5)
+    after = await get_task(api, namespace, "crash")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert (len(fake.requests), len(fake.deliveries)) == (requests, deliveries)
