@@ -45,8 +45,8 @@ cluster: $(STAMP) ## start a local control plane in the background (.cache/clust
 cluster-down: $(STAMP) ## stop the local control plane and remove its data
 	@$(PY) hack/localcluster.py down
 
-demo: cluster ## start the control plane and run the operator against it (Ctrl-C stops)
-	@KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(VENV)/bin/agenttask-operator
+demo: $(STAMP) ## the disk-space scenario end to end (starts a local control plane if KUBECONFIG is unset)
+	@$(PY) hack/demo.py
 
 clean: cluster-down ## remove the venv and caches inside the repo
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
