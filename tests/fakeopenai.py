@@ -102,7 +102,7 @@ class FakeServer:
         self.tools: dict[str, ToolHandler] = {}
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
-        self.request_times: list[float] = []
+        self.request_times: list[float] = []  # time.time() of each chat request
         self.deliveries: list[ToolCall] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -134,7 +134,7 @@ class FakeServer:
         with self._lock:
             self.requests.append(body)
             self.auth_headers.append(request.headers.get("Authorization"))
-            self.request_times.append(time.monotonic())
+            self.request_times.append(time.time())
         return await self._reply(self.llm(body))
 
     async def _tool(self, request: web.Request) -> web.StreamResponse:

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # one "Handler succeeded" line per watch event is noise
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     handlers.register()
     kopf.run(
         standalone=True,

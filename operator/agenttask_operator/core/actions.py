@@ -2,18 +2,30 @@
 
 - ``Noop``: nothing to do (the task has ended, or is being deleted).
 - ``WriteStatus``: write this merge patch to ``/status``, then decide again.
-- ``Wait``: sleep until ``until`` (a retry time), then decide again.
-- ``Execute``: write ``intent`` to ``/status`` first, then run ``step`` (attempt ``attempt``)
-  and append its result to the transcript.
+- ``Wait``: sleep until ``until`` (None: until the task changes), then decide again.
+- ``Execute``: write ``intent`` to ``/status`` first, then run ``step`` (attempt ``attempt``,
+  for at most ``timeout`` seconds) and append its result to the transcript.
+- ``Delete``: delete the task (its ``ttlSecondsAfterFinished`` has passed).
+
+Writing actions may carry an ``Event`` to record on the task.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from agenttask_operator.models import Step
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to record with the write."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -29,23 +41,33 @@ class WriteStatus:
 
     patch: dict[str, Any]
     why: str
+    event: Event | None = None
 
 
 @dataclass(frozen=True)
 class Wait:
-    """Sleep until ``until`` and decide again."""
+    """Sleep until ``until`` (None: until the object changes) and decide again."""
 
-    until: datetime
+    until: datetime | None
     why: str
 
 
 @dataclass(frozen=True)
 class Execute:
-    """Persist ``intent``, then run ``step``."""
+    """Persist ``intent``, then run ``step`` for at most ``timeout`` seconds."""
 
     step: Step
     attempt: int
     intent: dict[str, Any]
+    timeout: float
+    event: Event | None = None
 
 
-Action = Noop | WriteStatus | Wait | Execute
+@dataclass(frozen=True)
+class Delete:
+    """Delete the task."""
+
+    why: str
+
+
+Action = Noop | WriteStatus | Wait | Execute | Delete

@@ -3,22 +3,30 @@
 Every wake-up reads spec, status and the committed transcript, and calls ``decide``; it never
 matters whether this is a creation, an update or a resume after a crash:
 
-1. ended → nothing; being deleted → nothing;
-2. a tool neither built in nor HTTP → Failed ``UnknownTool``; not started → start;
+1. ended → wait for ``ttlSecondsAfterFinished``, then delete; otherwise nothing, ever;
+   being deleted → nothing;
+2. a tool neither built in nor HTTP → Failed ``UnknownTool``;
 3. a step in flight whose result is stored → commit it (never run it again);
-4. a step in flight without result: wait for its retry time, give up after ``maxAttempts``
+4. ``spec.suspend`` → record the suspension and wait; unsuspended → record the resumption;
+5. not started → start;  past ``activeDeadlineSeconds`` → Failed ``DeadlineExceeded``;
+6. a step in flight without result: wait for its retry time, give up after ``maxAttempts``
    (``RetriesExhausted``), or run the next attempt;
-5. otherwise the next step: a tool call without result, the next LLM request (at most
-   ``maxIterations``, else ``MaxIterationsExceeded``), or the final answer (``Succeeded``).
+7. otherwise the next step: a tool call without result, the next LLM request (at most
+   ``maxIterations``, else ``MaxIterationsExceeded``; within ``budget``, else
+   ``BudgetExceeded``), or the final answer (``Succeeded``).
+
+Bookkeeping writes (start, resume, commit) are merged with the write that follows them (the
+next step's intent, or the end), so that each step costs one status write.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from agenttask_operator.core import status
-from agenttask_operator.core.actions import Action, Execute, Noop, Wait, WriteStatus
+from agenttask_operator.core.actions import Action, Delete, Event, Execute, Noop, Wait, WriteStatus
 from agenttask_operator.core.conversation import Answer, next_step, project
+from agenttask_operator.core.deadline import attempt_timeout, deadline, deadline_passed
 from agenttask_operator.core.errors import Failure
 from agenttask_operator.core.retry import next_retry_time
 from agenttask_operator.models import Step, TaskState
@@ -38,11 +46,17 @@ def unknown_tools(state: TaskState) -> list[str]:
     ]
 
 
+def fail(state: TaskState, now: datetime, reason: str, message: str) -> WriteStatus:
+    """End the task Failed with ``reason``."""
+    patch = status.finish(state, now, succeeded=False, reason=reason, message=message)
+    return WriteStatus(patch, message, Event("Warning", reason, message))
+
+
 def decide(state: TaskState, now: datetime) -> Action:
     """Return the next action for ``state`` at time ``now``."""
     st, spec = state.status, state.spec
     if st.terminal:
-        return Noop(f"task has ended ({st.phase})")
+        return _after_end(state, now)
     if state.deleting:
         return Noop("task is being deleted")
     unknown = unknown_tools(state)
@@ -52,46 +66,97 @@ def decide(state: TaskState, now: datetime) -> Action:
             f"unknown built-in tool(s) {', '.join(unknown)}: give them an `http:` endpoint or use "
             f"a built-in of this operator ({known})"
         )
-        return WriteStatus(
-            status.finish(state, now, succeeded=False, reason="UnknownTool", message=msg), msg
-        )
+        return fail(state, now, "UnknownTool", msg)
+    step = st.current_step
+    if step is not None and any(e.answers(step) for e in state.transcript):
+        commit = status.commit(state, project(state.transcript))
+        return _then(state, commit, now, f"commit {describe(step)}")
+    if spec.suspend:
+        if st.suspended_since is None:
+            patch = status.suspend(state, now)
+            return WriteStatus(patch, "suspend", Event("Normal", "Suspended", patch["message"]))
+        return Wait(None, "suspended until spec.suspend is false")
+    if st.suspended_since is not None:
+        patch = status.resume(state, now)
+        return _then(state, patch, now, "resume", Event("Normal", "Resumed", patch["message"]))
     if st.start_time is None:
-        return WriteStatus(status.start(state, now), "start")
+        patch = status.start(state, now)
+        return _then(state, patch, now, "start", Event("Normal", "Started", patch["message"]))
+    if deadline_passed(spec, st, now):
+        last = f"; last error: {st.last_error}" if st.last_error else ""
+        msg = f"activeDeadlineSeconds={spec.active_deadline_seconds:g} passed{last}"
+        return fail(state, now, "DeadlineExceeded", msg)
 
     projection = project(state.transcript)
     step = st.current_step
     if step is not None:
-        if any(e.answers(step) for e in state.transcript):
-            return WriteStatus(status.commit(state, projection), f"commit {describe(step)}")
         if st.next_retry_time is not None and now < st.next_retry_time:
             return Wait(st.next_retry_time, f"retry {describe(step)}")
         if st.attempts >= spec.retry.max_attempts:
             last = st.last_error or "interrupted"
             msg = f"{describe(step)} failed {st.attempts} time(s); last error: {last}"
-            return WriteStatus(
-                status.finish(state, now, succeeded=False, reason="RetriesExhausted", message=msg),
-                msg,
-            )
-        return Execute(step, st.attempts + 1, status.intent(state, step, st.attempts + 1, now))
+            return fail(state, now, "RetriesExhausted", msg)
+        return _execute(state, step, st.attempts + 1, now)
 
     if (st.iterations, st.tool_calls, st.usage) != (
         projection.iterations,
         projection.tool_calls,
         projection.usage,
     ):
-        return WriteStatus(status.commit(state, projection), "bring counters up to date")
+        return _then(state, status.commit(state, projection), now, "bring counters up to date")
 
     nxt = next_step(state.transcript)
     if isinstance(nxt, Answer):
         return _final(state, nxt, now)
     if nxt.kind == "LLM" and nxt.iteration > spec.max_iterations:
         msg = f"the model still asked for tools after maxIterations={spec.max_iterations} LLM calls"
-        return WriteStatus(
-            status.finish(state, now, succeeded=False, reason="MaxIterationsExceeded", message=msg),
-            msg,
+        return fail(state, now, "MaxIterationsExceeded", msg)
+    over = _over_budget(state, nxt)
+    if over:
+        return fail(state, now, "BudgetExceeded", over)
+    started = now.replace(microsecond=0)  # as persisted: status timestamps have seconds
+    return _execute(state, nxt.model_copy(update={"start_time": started}), 1, now)
+
+
+def _execute(state: TaskState, step: Step, attempt: int, now: datetime) -> Execute:
+    timeout = attempt_timeout(state.spec, state.status, now)
+    return Execute(step, attempt, status.intent(state, step, attempt, now), timeout)
+
+
+def _then(
+    state: TaskState, patch: dict[str, object], now: datetime, why: str, event: Event | None = None
+) -> Action:
+    """Write ``patch`` together with whatever comes right after it (an intent or the end)."""
+    after = decide(status.apply(state, patch), now)
+    if isinstance(after, Execute):
+        return Execute(after.step, after.attempt, patch | after.intent, after.timeout, event)
+    if isinstance(after, WriteStatus) and "phase" in after.patch and event is None:
+        return WriteStatus(patch | after.patch, f"{why}; {after.why}", after.event)
+    return WriteStatus(dict(patch), why, event)
+
+
+def _over_budget(state: TaskState, step: Step) -> str | None:
+    budget, st = state.spec.budget, state.status
+    tokens, calls = budget.max_total_tokens, budget.max_tool_calls
+    if step.kind == "LLM" and tokens is not None and st.usage.total_tokens >= tokens:
+        return (
+            f"budget.maxTotalTokens={tokens} reached ({st.usage.total_tokens} tokens used) "
+            f"before LLM request {step.iteration}"
         )
-    started = nxt.model_copy(update={"start_time": now})
-    return Execute(started, 1, status.intent(state, started, 1, now))
+    if step.kind == "Tool" and calls is not None and st.tool_calls >= calls:
+        return f"budget.maxToolCalls={calls} reached before {describe(step)}"
+    return None
+
+
+def _after_end(state: TaskState, now: datetime) -> Action:
+    ttl = state.spec.ttl_seconds_after_finished
+    done = state.status.completion_time
+    if ttl is None or done is None:
+        return Noop(f"task has ended ({state.status.phase})")
+    expiry = done + timedelta(seconds=ttl)
+    if now >= expiry:
+        return Delete(f"ttlSecondsAfterFinished={ttl:g} has passed")
+    return Wait(expiry, f"delete at ttlSecondsAfterFinished={ttl:g}")
 
 
 def _final(state: TaskState, answer: Answer, now: datetime) -> WriteStatus:
@@ -105,21 +170,16 @@ def _final(state: TaskState, answer: Answer, now: datetime) -> WriteStatus:
             message=msg,
             result=answer.content,
         )
-        return WriteStatus(patch, msg)
+        return WriteStatus(patch, msg, Event("Warning", "OutputTruncated", msg))
     if answer.finish_reason == "content_filter":
-        msg = "the model's answer was withheld by its content filter"
-        return WriteStatus(
-            status.finish(state, now, succeeded=False, reason="ContentFiltered", message=msg), msg
+        return fail(
+            state, now, "ContentFiltered", "the model's answer was withheld by its content filter"
         )
+    msg = f"The model answered after {state.status.iterations} LLM call(s)."
     patch = status.finish(
-        state,
-        now,
-        succeeded=True,
-        reason="Completed",
-        message=f"The model answered after {state.status.iterations} LLM call(s).",
-        result=answer.content,
+        state, now, succeeded=True, reason="Completed", message=msg, result=answer.content
     )
-    return WriteStatus(patch, "final answer")
+    return WriteStatus(patch, "final answer", Event("Normal", "Succeeded", msg))
 
 
 def on_failure(
@@ -127,21 +187,27 @@ def on_failure(
 ) -> WriteStatus:
     """The status patch after attempt ``attempt`` of ``step`` failed.
 
-    Permanent → Failed with the failure's reason. Transient → retry at a backoff time computed
-    from the attempt count (or the server's Retry-After), unless attempts are used up.
+    Past the deadline → ``DeadlineExceeded``. Permanent → Failed with the failure's reason.
+    Transient → retry at a backoff time computed from the attempt count (or the server's
+    Retry-After if longer, but never beyond the deadline), unless attempts are used up.
     """
+    spec, st = state.spec, state.status
+    if deadline_passed(spec, st, now):
+        limit_s = f"activeDeadlineSeconds={spec.active_deadline_seconds:g}"
+        msg = f"{limit_s} passed during {describe(step)}: {failure.message}"
+        return fail(state, now, "DeadlineExceeded", msg)
     if not failure.transient:
-        msg = f"{describe(step)} failed: {failure.message}"
-        return WriteStatus(
-            status.finish(state, now, succeeded=False, reason=failure.reason, message=msg), msg
-        )
-    policy = state.spec.retry
+        return fail(state, now, failure.reason, f"{describe(step)} failed: {failure.message}")
+    policy = spec.retry
     if attempt >= policy.max_attempts:
         msg = f"{describe(step)} failed {attempt} time(s); last error: {failure.message}"
-        return WriteStatus(
-            status.finish(state, now, succeeded=False, reason="RetriesExhausted", message=msg), msg
-        )
+        return fail(state, now, "RetriesExhausted", msg)
     at = next_retry_time(policy, attempt, now, jitter, failure.retry_after)
+    limit = deadline(spec, st)
+    if limit is not None and at > limit:
+        at = limit
+    wait = (at - now).total_seconds()
+    msg = f"{describe(step)}, attempt {attempt} failed: {failure.message}; retry in {wait:.1f}s"
     return WriteStatus(
-        status.retry_later(attempt, failure.message, at), f"retry at {status.ts_ms(at)}"
+        status.retry_later(attempt, failure.message, at), msg, Event("Warning", "Retrying", msg)
     )

@@ -6,11 +6,12 @@ observedGeneration) plus ``phase``, derived from it for printer columns.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from agenttask_operator.core.conversation import Projection
-from agenttask_operator.models import Condition, Step, TaskState
+from agenttask_operator.models import AgentTaskStatus, Condition, Step, TaskState
 
 RESULT_LIMIT = (
     64 * 1024
@@ -23,6 +24,8 @@ def clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     note = f"… [truncated, {len(text)} characters in all]"
+    if limit <= len(note):
+        return text[:limit]
     return text[: limit - len(note)] + note
 
 
@@ -67,9 +70,12 @@ def start(state: TaskState, now: datetime) -> dict[str, Any]:
 def intent(state: TaskState, step: Step, attempt: int, now: datetime) -> dict[str, Any]:
     """Persisted before a step's attempt runs: what runs, which attempt, since when."""
     started = step.start_time or now
+    # Every field named, absent ones as null: under a merge patch a field left out would keep
+    # the value of the step before (e.g. a tool name on the next LLM step).
+    current = {"toolCallId": None, "toolName": None}
+    current |= step.model_copy(update={"start_time": started}).to_api()
     return {
-        "currentStep": step.model_copy(update={"start_time": started}).to_api()
-        | {"startTime": ts(started)},
+        "currentStep": current | {"startTime": ts(started)},
         "attempts": attempt,
         "nextRetryTime": None,
         "observedGeneration": state.generation,
@@ -124,3 +130,54 @@ def finish(
     if not succeeded:
         patch["error"] = clip(message, MESSAGE_LIMIT)
     return patch
+
+
+def suspend(state: TaskState, now: datetime) -> dict[str, Any]:
+    """Stop at this step boundary; the deadline clock pauses from now."""
+    msg = "Suspended (spec.suspend is true); set it to false to resume where it stopped."
+    return {
+        "phase": "Suspended",
+        "reason": "Suspended",
+        "message": msg,
+        "suspendedSince": ts_ms(now),
+        "observedGeneration": state.generation,
+        "conditions": [condition(state, "Unknown", "Suspended", msg, now)],
+    }
+
+
+def resume(state: TaskState, now: datetime) -> dict[str, Any]:
+    """Carry on; the time spent suspended is added up so that the deadline excludes it."""
+    st = state.status
+    since = st.suspended_since or now
+    spent = st.suspended_seconds + max((now - since).total_seconds(), 0.0)
+    started = st.start_time is not None
+    phase, msg = ("Running", "Resumed.") if started else ("Pending", "Resumed; not started yet.")
+    return {
+        "phase": phase,
+        "reason": "Resumed",
+        "message": msg,
+        "suspendedSince": None,
+        "suspendedSeconds": round(spent, 3),
+        "observedGeneration": state.generation,
+        "conditions": [condition(state, "Unknown", "Resumed", msg, now)],
+    }
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch, as the API server applies it (None deletes a key)."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            current = out.get(key)
+            out[key] = merge_patch(current if isinstance(current, dict) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply(state: TaskState, patch: dict[str, Any]) -> TaskState:
+    """The state as it will be once ``patch`` is written."""
+    merged = merge_patch(state.status.to_api(), patch)
+    return replace(state, status=AgentTaskStatus.model_validate(merged))

@@ -13,6 +13,7 @@ import asyncio
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -128,6 +129,7 @@ def _clean_logs(root: Path, key: str, older_than_days: float) -> str:
 async def clean_logs(arguments: dict[str, Any], ctx: ToolContext) -> str:
     """Delete log files; idempotent per idempotency key."""
     days = arguments.get("olderThanDays", 0)
-    if not isinstance(days, int | float) or days < 0:
+    valid = isinstance(days, int | float) and not isinstance(days, bool)
+    if not valid or not math.isfinite(days) or days < 0:
         raise ToolError("olderThanDays must be a non-negative number")
     return await asyncio.to_thread(_clean_logs, _workspace(ctx), ctx.idempotency_key, float(days))

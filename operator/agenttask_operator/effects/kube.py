@@ -74,6 +74,19 @@ class Kube:
             raise
         return cast(dict[str, Any], obj)
 
+    async def delete_task(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the task if it is still the one with ``uid``; its ConfigMaps go with it (GC)."""
+        body = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid), propagation_policy="Background"
+        )
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body=body
+            )
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, decoded. Never logged."""
         try:

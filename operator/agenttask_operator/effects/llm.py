@@ -8,6 +8,7 @@ and never logged or written anywhere.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +55,11 @@ def retry_after_seconds(headers: Any) -> float | None:
         if value is None:
             continue
         try:
-            return max(float(value) * scale, 0.0)
+            seconds = float(value) * scale
         except ValueError:
             continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
     return None
 
 

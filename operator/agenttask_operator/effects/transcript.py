@@ -36,6 +36,8 @@ def split_utf8(text: str, limit: int) -> list[str]:
         end = min(start + limit, len(data))
         while end < len(data) and (data[end] & 0xC0) == 0x80:  # not inside a character
             end -= 1
+        if end == start:
+            raise ValueError(f"a limit of {limit} bytes cannot hold one character")
         pieces.append(data[start:end].decode())
         start = end
     return pieces
@@ -49,9 +51,9 @@ def valid_prefix(stream: str) -> str:
 
 def parse(stream: str) -> tuple[Entry, ...]:
     """The entries of the complete lines of ``stream``."""
-    return tuple(
-        Entry.model_validate_json(line) for line in valid_prefix(stream).splitlines() if line
-    )
+    # Not str.splitlines(): JSON text may hold U+2028, U+2029 or U+0085, which it also splits on.
+    lines = valid_prefix(stream).split("\n")
+    return tuple(Entry.model_validate_json(line) for line in lines if line)
 
 
 def chunk_name(task_name: str, uid: str, index: int) -> str:

@@ -49,9 +49,19 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await ctx.kube.api.close()
 
 
-def not_finished(status: kopf.Status, **_: Any) -> bool:
-    """Tasks that have not ended get a loop; ended ones are left alone."""
-    return status.get("phase") not in TERMINAL_PHASES
+def needs_loop(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """Tasks that have not ended get a loop; ended ones only if they wait for their TTL."""
+    return (
+        status.get("phase") not in TERMINAL_PHASES
+        or spec.get("ttlSecondsAfterFinished") is not None
+    )
+
+
+async def wake(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+    """Any change of a task ends its loop's wait (e.g. spec.suspend flipped during a backoff)."""
+    ctx: Context | None = memo.get("ctx")
+    if ctx is not None and namespace and name:
+        ctx.wakeup(namespace, name).set()
 
 
 async def agent_loop(
@@ -66,12 +76,13 @@ def register() -> None:
     """Register the handlers with kopf's default registry."""
     kopf.on.startup()(startup)
     kopf.on.cleanup()(cleanup)
+    kopf.on.event(GROUP, VERSION, PLURAL, id="wake")(wake)
     kopf.daemon(
         GROUP,
         VERSION,
         PLURAL,
         id="agent-loop",
-        when=not_finished,
+        when=needs_loop,
         cancellation_timeout=10.0,
         backoff=5.0,
     )(agent_loop)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -37,3 +38,8 @@ class Context:
     session: aiohttp.ClientSession
     builtins: dict[str, BuiltinTool]
     settings: Settings
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def wakeup(self, namespace: str, name: str) -> asyncio.Event:
+        """The event set whenever the task changes (so that waits end early)."""
+        return self.wakeups.setdefault((namespace, name), asyncio.Event())

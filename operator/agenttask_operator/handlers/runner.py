@@ -9,6 +9,7 @@ is stored is never run again, and after a crash the loop simply starts over from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -19,6 +20,7 @@ import kopf
 from pydantic import ValidationError
 
 from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, on_failure
+from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.conversation import find_tool_call, request_messages
 from agenttask_operator.core.decide import describe
 from agenttask_operator.core.status import finish, ts
@@ -44,6 +46,20 @@ log = logging.getLogger(__name__)
 def now() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
+
+
+async def _stopped(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()
+
+
+async def sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float | None) -> None:
+    """Sleep for ``seconds`` (None: forever) or until stopped or woken by a change of the task."""
+    waiters = {asyncio.create_task(_stopped(stopped)), asyncio.create_task(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) -> TaskState:
@@ -83,7 +99,9 @@ class TaskLoop:
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
         """Loop: read, decide, act."""
+        wake = self.ctx.wakeup(self.namespace, self.name)
         while not stopped:
+            wake.clear()
             obj = await self.ctx.kube.get_task(self.namespace, self.name)
             if obj is None:
                 return
@@ -100,30 +118,54 @@ class TaskLoop:
             if isinstance(action, Noop):
                 log.debug("%s/%s: %s", self.namespace, self.name, action.why)
                 return
+            if isinstance(action, Delete):
+                log.info("%s/%s: deleting: %s", self.namespace, self.name, action.why)
+                await self.ctx.kube.delete_task(self.namespace, self.name, uid)
+                return
             if isinstance(action, WriteStatus):
                 log.info("%s/%s: %s", self.namespace, self.name, action.why)
                 try:
                     await self.write(obj, action.patch)
                 except Conflict:
                     continue
-                await self._events(obj, action.patch)
+                await self._event(obj, action.event)
             elif isinstance(action, Wait):
-                delay = max((action.until - now()).total_seconds(), 0.0)
-                log.info("%s/%s: waiting %.1fs to %s", self.namespace, self.name, delay, action.why)
-                await stopped.wait(delay)
+                delay = (
+                    None
+                    if action.until is None
+                    else max((action.until - now()).total_seconds(), 0.0)
+                )
+                log.info("%s/%s: %s", self.namespace, self.name, action.why)
+                await sleep(stopped, wake, delay)
             elif isinstance(action, Execute):
-                await self._execute(obj, state, action)
+                await self._execute(obj, state, action, stopped)
 
-    async def _execute(self, obj: dict[str, Any], state: TaskState, action: Execute) -> None:
+    async def _execute(
+        self, obj: dict[str, Any], state: TaskState, action: Execute, stopped: kopf.DaemonStopped
+    ) -> None:
         step, attempt = action.step, action.attempt
         await faults.checkpoint(f"before-intent:{step.kind}:{step.iteration}")
         try:
             obj = await self.write(obj, action.intent)
         except Conflict:
             return
+        await self._event(obj, action.event)
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
+        work = asyncio.create_task(self._attempt(state, step, action.timeout))
+        stop = asyncio.create_task(_stopped(stopped))
         try:
-            entry = await self._attempt(state, step)
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():  # deleted, or the operator is shutting down: stop at once
+                work.cancel()
+                log.info("%s/%s: %s interrupted", self.namespace, self.name, describe(step))
+                with contextlib.suppress(asyncio.CancelledError, StepFailed):
+                    await work
+        if work.cancelled():
+            return
+        try:
+            entry = work.result()
             await self._append(entry, step)
         except StepFailed as e:
             log.warning(
@@ -135,25 +177,18 @@ class TaskLoop:
                 await self.write(obj, failed.patch)
             except Conflict:
                 return
-            if e.failure.transient and "phase" not in failed.patch:
-                await self.ctx.kube.event(
-                    obj, "Warning", "Retrying", f"{describe(step)}: {e.failure.message}", ts(now())
-                )
-            else:
-                await self._events(obj, failed.patch)
+            await self._event(obj, failed.event)
             return
         await faults.checkpoint(f"after-append:{step.kind}:{step.iteration}")
 
-    async def _attempt(self, state: TaskState, step: Step) -> Entry:
-        spec = state.spec
-        timeout = spec.step_timeout_seconds
+    async def _attempt(self, state: TaskState, step: Step, limit: float) -> Entry:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit):
                 if step.kind == "LLM":
                     return await self._llm(state, step)
                 return await self._tool(state, step)
         except TimeoutError:
-            msg = f"{describe(step)} did not finish within stepTimeoutSeconds={timeout:g}"
+            msg = f"{describe(step)} did not finish within {limit:g}s"
             raise StepFailed(Failure(msg, True, "StepTimeout")) from None
 
     async def _api_key(self, state: TaskState) -> str:
@@ -228,17 +263,12 @@ class TaskLoop:
         msg = "could not store the result: the transcript ConfigMaps keep changing"
         raise StepFailed(Failure(msg, True, "TranscriptConflict"))
 
-    async def _events(self, obj: dict[str, Any], patch: dict[str, Any]) -> None:
-        phase = patch.get("phase")
-        if phase is None:
-            return
-        if phase == "Running":
-            etype, reason = "Normal", "Started"
-        elif phase == "Succeeded":
-            etype, reason = "Normal", "Succeeded"
-        else:
-            etype, reason = "Warning", str(patch.get("reason", "Failed"))
-        await self.ctx.kube.event(obj, etype, reason, str(patch.get("message", "")), ts(now()))
+    async def _event(self, obj: dict[str, Any], event: Event | None) -> None:
+        # Shielded: kopf cancels the daemon as soon as a terminal status is visible, and the
+        # event that goes with that status must still be recorded.
+        if event is not None:
+            post = self.ctx.kube.event(obj, event.type, event.reason, event.message, ts(now()))
+            await asyncio.shield(asyncio.ensure_future(post))
 
     async def _invalid(self, obj: dict[str, Any], err: ValidationError) -> None:
         if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:

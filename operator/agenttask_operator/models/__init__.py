@@ -2,6 +2,7 @@
 
 from agenttask_operator.models.spec import (
     AgentTaskSpec,
+    Budget,
     HttpToolSpec,
     ModelSpec,
     RetryPolicy,
@@ -23,6 +24,7 @@ __all__ = [
     "TERMINAL_PHASES",
     "AgentTaskSpec",
     "AgentTaskStatus",
+    "Budget",
     "Condition",
     "Entry",
     "HttpToolSpec",

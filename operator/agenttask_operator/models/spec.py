@@ -52,6 +52,13 @@ class RetryPolicy(Model):
     max_backoff_seconds: float = 300.0
 
 
+class Budget(Model):
+    """Limits checked before each call: tokens before an LLM call, tool calls before a tool."""
+
+    max_total_tokens: int | None = None
+    max_tool_calls: int | None = None
+
+
 class AgentTaskSpec(Model):
     """What the user asked for."""
 
@@ -62,3 +69,7 @@ class AgentTaskSpec(Model):
     max_iterations: int = 10
     retry: RetryPolicy = RetryPolicy()
     step_timeout_seconds: float = 120.0
+    active_deadline_seconds: float | None = None
+    budget: Budget = Budget()
+    suspend: bool = False
+    ttl_seconds_after_finished: float | None = None

@@ -11,7 +11,7 @@ from typing import Literal
 
 from agenttask_operator.models.base import Model
 
-Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 
 
@@ -83,6 +83,8 @@ class AgentTaskStatus(Model):
     last_error: str | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None
+    suspended_since: datetime | None = None
+    suspended_seconds: float = 0.0
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
     usage: Usage = Usage()
