@@ -69,21 +69,30 @@ async def check_outcome(api: client.ApiClient, namespace: str, fake: FakeServer)
     return dict(Counter(d.body["toolCallId"] for d in fake.deliveries))
 
 
-async def test_kill_after_llm_answered_before_tools_ran(
+@pytest.mark.parametrize(
+    ("point", "delivered_before_kill"),
+    [
+        ("after-append:LLM:1", 0),  # (a) the LLM answered with tool calls; no tool ran yet
+        ("before-intent:LLM:2", 2),  # (c) between iterations: both results stored, no request
+    ],
+)
+async def test_kill_at_a_step_boundary(
     api: client.ApiClient,
     namespace: str,
     fake: FakeServer,
     operator: OperatorProcess,
     tmp_path: Path,
+    point: str,
+    delivered_before_kill: int,
 ) -> None:
     fake.llm = three_step_model
     fake.tools["echo"] = echo
-    operator.start(AGENTTASK_FAULT_PAUSE="after-append:LLM:1")
+    operator.start(AGENTTASK_FAULT_PAUSE=point)
     await create_task(api, namespace, "crash", spec_for(fake))
-    await wait_file(tmp_path / "faults" / "after-append_LLM_1")
+    await wait_file(tmp_path / "faults" / point.replace(":", "_"))
     operator.kill()
     assert len(fake.requests) == 1
-    assert fake.deliveries == []  # the tools had not run
+    assert len(fake.deliveries) == delivered_before_kill
     operator.start()
     deliveries = await check_outcome(api, namespace, fake)
     assert deliveries == {"call_a": 1, "call_b": 1, "call_c": 1}
@@ -113,25 +122,6 @@ async def test_kill_while_http_tool_runs_redelivers_under_same_key(
     operator.start()
     deliveries = await check_outcome(api, namespace, fake)
     assert deliveries == {"call_a": 1, "call_b": 2, "call_c": 1}  # only call_b again, same key
-
-
-async def test_kill_between_iterations(
-    api: client.ApiClient,
-    namespace: str,
-    fake: FakeServer,
-    operator: OperatorProcess,
-    tmp_path: Path,
-) -> None:
-    fake.llm = three_step_model
-    fake.tools["echo"] = echo
-    operator.start(AGENTTASK_FAULT_PAUSE="before-intent:LLM:2")
-    await create_task(api, namespace, "crash", spec_for(fake))
-    await wait_file(tmp_path / "faults" / "before-intent_LLM_2")
-    operator.kill()
-    assert len(fake.requests) == 1
-    operator.start()
-    deliveries = await check_outcome(api, namespace, fake)
-    assert deliveries == {"call_a": 1, "call_b": 1, "call_c": 1}
 
 
 async def test_finished_task_is_not_touched_after_restart(

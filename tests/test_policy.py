@@ -58,6 +58,10 @@ async def events(api: client.ApiClient, namespace: str, name: str, *expected: st
         raise AssertionError(f"events {want} not found; events in {namespace}: {got}") from None
 
 
+async def asked(fake: FakeServer) -> bool:
+    return bool(fake.requests)
+
+
 async def gone(api: client.ApiClient, namespace: str, name: str) -> bool:
     try:
         await get_task(api, namespace, name)
@@ -292,11 +296,7 @@ async def test_delete_during_a_running_step_stops_it(
     fake.llm = lambda req: HANG
     operator.start()
     await create_task(api, namespace, "del", {"input": "x", "model": {"name": "m"}})
-
-    async def asked() -> bool:
-        return bool(fake.requests)
-
-    await eventually(asked, within=30, what="the LLM request")
+    await eventually(lambda: asked(fake), within=30, what="the LLM request")
     t0 = time.monotonic()
     await client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "del"
@@ -315,11 +315,7 @@ async def test_delete_while_operator_is_down_leaves_no_stuck_finalizer(
     fake.llm = lambda req: HANG
     operator.start()
     await create_task(api, namespace, "orphan", {"input": "x", "model": {"name": "m"}})
-
-    async def asked() -> bool:
-        return bool(fake.requests)
-
-    await eventually(asked, within=30, what="the LLM request")
+    await eventually(lambda: asked(fake), within=30, what="the LLM request")
     operator.kill()
     await client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "orphan"
