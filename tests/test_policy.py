@@ -195,7 +195,7 @@ async def test_kill_during_backoff_resumes_the_wait_at_the_persisted_time(
         "input": "x",
         "model": {"name": "m"},
         "activeDeadlineSeconds": 120,
-        "retry": {"initialBackoffSeconds": 6},
+        "retry": {"initialBackoffSeconds": 10},
     }
     await create_task(api, namespace, "wait", spec)
 
@@ -205,7 +205,9 @@ async def test_kill_during_backoff_resumes_the_wait_at_the_persisted_time(
 
     before = await eventually(waiting, within=30, what="a retry to be scheduled")
     operator.kill()
-    await asyncio.sleep(3)
+    # Down for 3.5 s: a wait reset at restart would end >= 3.5 + 8 s after the failure, later
+    # than the persisted time (<= 10 s) + 1 s; a slow restart still has >= 4.5 s to spare.
+    await asyncio.sleep(3.5)
     operator.start()
     st = (await wait_phase(api, namespace, "wait", within=60))["status"]
     assert st["phase"] == "Succeeded"
