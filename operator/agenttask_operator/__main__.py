@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import kopf
 
 from agenttask_operator import handlers
+from agenttask_operator.handlers.context import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    ap.add_argument(
+        "--workspace",
+        metavar="DIR",
+        default=os.environ.get("AGENTTASK_WORKSPACE"),
+        help="directory the built-in tools work on (default: $AGENTTASK_WORKSPACE)",
+    )
     ap.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return ap.parse_args(argv)
 
@@ -45,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # one "Handler succeeded" line per watch event is noise
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    if args.workspace:
+        settings = replace(settings, workspace=Path(args.workspace).resolve())
     handlers.register()
     kopf.run(
+        memo=kopf.Memo(settings=settings),
         standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
