@@ -24,6 +24,11 @@ class Conflict(Exception):
     """The object changed since it was read (HTTP 409): re-read and decide again."""
 
 
+def is_transient(exc: BaseException) -> bool:
+    """An API server answer worth retrying: 429 (e.g. storage initialising) or 5xx."""
+    return isinstance(exc, ApiException) and (exc.status == 429 or (exc.status or 0) >= 500)
+
+
 class SecretError(Exception):
     """A model credential could not be read from its Secret."""
 

@@ -25,7 +25,7 @@ from agenttask_operator.core.conversation import find_tool_call, request_message
 from agenttask_operator.core.decide import describe
 from agenttask_operator.core.status import finish, ts
 from agenttask_operator.effects import faults, llm, tools
-from agenttask_operator.effects.kube import Conflict, SecretError
+from agenttask_operator.effects.kube import Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
@@ -98,47 +98,60 @@ class TaskLoop:
         return new
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
-        """Loop: read, decide, act."""
+        """Loop: read, decide, act; ride out transient API server errors."""
         wake = self.ctx.wakeup(self.namespace, self.name)
         while not stopped:
-            wake.clear()
-            obj = await self.ctx.kube.get_task(self.namespace, self.name)
-            if obj is None:
-                return
-            uid = obj["metadata"]["uid"]
-            if self.store is None or self.store.uid != uid:
-                self.store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
-                await self.store.load()
             try:
-                state = to_state(obj, self.store, self.ctx)
-            except ValidationError as e:
-                await self._invalid(obj, e)
+                done = await self._turn(stopped, wake)
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                log.warning("%s/%s: API server: %s; retrying in 1s", self.namespace, self.name, e)
+                await sleep(stopped, wake, 1.0)
+                continue
+            if done:
                 return
-            action = decide(state, now())
-            if isinstance(action, Noop):
-                log.debug("%s/%s: %s", self.namespace, self.name, action.why)
-                return
-            if isinstance(action, Delete):
-                log.info("%s/%s: deleting: %s", self.namespace, self.name, action.why)
-                await self.ctx.kube.delete_task(self.namespace, self.name, uid)
-                return
-            if isinstance(action, WriteStatus):
-                log.info("%s/%s: %s", self.namespace, self.name, action.why)
-                try:
-                    await self.write(obj, action.patch)
-                except Conflict:
-                    continue
-                await self._event(obj, action.event)
-            elif isinstance(action, Wait):
-                delay = (
-                    None
-                    if action.until is None
-                    else max((action.until - now()).total_seconds(), 0.0)
-                )
-                log.info("%s/%s: %s", self.namespace, self.name, action.why)
-                await sleep(stopped, wake, delay)
-            elif isinstance(action, Execute):
-                await self._execute(obj, state, action, stopped)
+
+    async def _turn(self, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> bool:
+        """One wake-up: read, decide, act. True when the loop should end."""
+        wake.clear()
+        obj = await self.ctx.kube.get_task(self.namespace, self.name)
+        if obj is None:
+            return True
+        uid = obj["metadata"]["uid"]
+        if self.store is None or self.store.uid != uid:
+            store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
+            await store.load()  # kept only once loaded: a failed load is retried next turn
+            self.store = store
+        try:
+            state = to_state(obj, self.store, self.ctx)
+        except ValidationError as e:
+            await self._invalid(obj, e)
+            return True
+        action = decide(state, now())
+        if isinstance(action, Noop):
+            log.debug("%s/%s: %s", self.namespace, self.name, action.why)
+            return True
+        if isinstance(action, Delete):
+            log.info("%s/%s: deleting: %s", self.namespace, self.name, action.why)
+            await self.ctx.kube.delete_task(self.namespace, self.name, uid)
+            return True
+        if isinstance(action, WriteStatus):
+            log.info("%s/%s: %s", self.namespace, self.name, action.why)
+            try:
+                await self.write(obj, action.patch)
+            except Conflict:
+                return False
+            await self._event(obj, action.event)
+        elif isinstance(action, Wait):
+            delay = (
+                None if action.until is None else max((action.until - now()).total_seconds(), 0.0)
+            )
+            log.info("%s/%s: %s", self.namespace, self.name, action.why)
+            await sleep(stopped, wake, delay)
+        elif isinstance(action, Execute):
+            await self._execute(obj, state, action, stopped)
+        return False
 
     async def _execute(
         self, obj: dict[str, Any], state: TaskState, action: Execute, stopped: kopf.DaemonStopped
