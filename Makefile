@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .cache/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help venv lint fmt test test-unit binaries cluster cluster-down demo clean
+.PHONY: help venv lint fmt test test-unit binaries helm manifests cluster cluster-down demo clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,17 +23,24 @@ venv: $(STAMP) ## create .venv and install the package with dev tools
 binaries: ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cached)
 	@bash hack/control-plane/build.sh >/dev/null
 
-lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, import-linter
+helm: ## build helm from its Go module (cached) and print its path
+	@bash hack/helm/build.sh
+
+manifests: ## copy crds/ into the chart and regenerate deploy/ from the chart
+	@bash hack/render-deploy.sh
+
+lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, import-linter, hadolint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile
 
 fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(STAMP) lint binaries ## lint, then all tests (starts its own control plane)
+test: $(STAMP) lint binaries helm ## lint, then all tests (starts its own control plane)
 	$(PY) -m pytest
 
 test-unit: $(STAMP) ## tests that need no cluster

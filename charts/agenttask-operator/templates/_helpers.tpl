@@ -1,0 +1,119 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "agenttask-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+We truncate at 63 chars because some Kubernetes name fields are limited to this (by the DNS naming spec).
+If release name contains chart name it will be used as a full name.
+*/}}
+{{- define "agenttask-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "agenttask-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels
+*/}}
+{{- define "agenttask-operator.labels" -}}
+helm.sh/chart: {{ include "agenttask-operator.chart" . }}
+{{ include "agenttask-operator.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels
+*/}}
+{{- define "agenttask-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agenttask-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Create the name of the service account to use
+*/}}
+{{- define "agenttask-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "agenttask-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image reference: repository:tag, tag defaulting to the chart's appVersion.
+*/}}
+{{- define "agenttask-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+RBAC rules in the namespaces whose AgentTasks the operator runs. Each verb was checked against a
+real API server by removing it (docs/install.md lists what breaks without it); tests/test_rbac.py
+runs the operator with exactly these rules.
+*/}}
+{{- define "agenttask-operator.namespacedRules" -}}
+# AgentTasks: kopf lists and watches them and patches its finalizer and annotations onto them;
+# each task loop reads its task; a finished task is deleted when its TTL runs out.
+- apiGroups: ["agenttask.dev"]
+  resources: ["agenttasks"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+# Every progress write is a merge patch to the status subresource.
+- apiGroups: ["agenttask.dev"]
+  resources: ["agenttasks/status"]
+  verbs: ["patch"]
+# The transcript: ConfigMaps <task>-transcript-N, owned by their task. list: load it; create and
+# update: append; delete: drop a chunk left over by a torn append.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "create", "update", "delete"]
+# Events on tasks (Started, Retrying, Succeeded, ...): core/v1 Events, as kopf posts them too.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- if .Values.rbac.readSecrets }}
+# Model API keys that a task names in spec.model.apiKeySecretRef.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
+{{- end }}
+
+{{/*
+Cluster-scoped reads of kopf: it watches CRDs to notice the AgentTask CRD appear or change; when
+it runs a list of namespaces, it also lists and watches namespaces to follow them (without that,
+it retries for about a minute before it starts).
+*/}}
+{{- define "agenttask-operator.clusterRules" -}}
+# kopf watches CRDs, to notice the AgentTask CRD appear or change.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if .Values.watchNamespaces }}
+# kopf follows the namespaces it watches.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
+{{- end }}
