@@ -7,16 +7,16 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from localcluster import REPO, LocalCluster
 
 from fakeopenai import FakeServer
-from operatorproc import OperatorProcess
+from kubehelpers import api_client, new_namespace
+from operatorproc import OperatorProcess, operator_env
 
 FAILED_LOGS = REPO / ".cache" / "test-logs"
 
@@ -48,19 +48,14 @@ def cluster(
 @pytest.fixture
 async def api(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
     """An admin API client (kubernetes_asyncio) for the session's cluster."""
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as c:
+    async with api_client(cluster.kubeconfig) as c:
         yield c
 
 
 @pytest.fixture
 async def namespace(api: client.ApiClient) -> str:
     """A fresh namespace per test (left behind: the session's cluster goes away anyway)."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api)
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    return name
+    return await new_namespace(api)
 
 
 @pytest.fixture(scope="session")
@@ -117,17 +112,8 @@ def operator(
     tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
     """The operator as a subprocess watching the test's namespace, talking to ``fake``."""
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        namespace,
-        tmp_path / "operator.log",
-        {
-            "OPENAI_BASE_URL": fake.base_url,
-            "OPENAI_API_KEY": "sk-test-secret-key",
-            "AGENTTASK_WORKSPACE": str(workspace),
-            "AGENTTASK_FAULT_DIR": str(tmp_path / "faults"),
-        },
-    )
+    env = operator_env(fake.base_url, workspace, tmp_path / "faults")
+    proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log", env)
     yield proc
     proc.stop()
     if request.session.stash.get(_failed, False):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, config
 
 T = TypeVar("T")
 
@@ -28,6 +31,23 @@ async def eventually(
 
 
 GROUP, VERSION, PLURAL = "agenttask.dev", "v1alpha1", "agenttasks"
+
+
+@contextlib.asynccontextmanager
+async def api_client(kubeconfig: Path) -> AsyncIterator[client.ApiClient]:
+    """A kubernetes_asyncio client for ``kubeconfig``."""
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    async with client.ApiClient(cfg) as c:
+        yield c
+
+
+async def new_namespace(api: client.ApiClient) -> str:
+    """Create a namespace with a fresh name."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    await client.CoreV1Api(api).create_namespace(body)
+    return name
 
 
 def task_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,36 @@ import time
 from pathlib import Path
 
 
-class OperatorProcess:
-    """One operator process watching one namespace; its output goes to ``log``."""
+def operator_env(fake_base_url: str, workspace: Path, faults: Path) -> dict[str, str]:
+    """The environment of an operator under test: the fake model, a workspace, fault markers."""
+    return {
+        "OPENAI_BASE_URL": fake_base_url,
+        "OPENAI_API_KEY": "sk-test-secret-key",
+        "AGENTTASK_WORKSPACE": str(workspace),
+        "AGENTTASK_FAULT_DIR": str(faults),
+    }
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path, env: dict[str, str]) -> None:
+
+class OperatorProcess:
+    """One operator process; its output goes to ``log``.
+
+    It watches ``namespace`` only, or every namespace with ``all_namespaces=True`` (as the
+    chart's default Deployment does: only for a cluster of its own, or it would pick up other
+    tests' tasks).
+    """
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log: Path,
+        env: dict[str, str],
+        *,
+        all_namespaces: bool = False,
+    ) -> None:
         """Configure; call :meth:`start`."""
         self.kubeconfig, self.namespace, self.log, self.env = kubeconfig, namespace, log, env
+        self.all_namespaces = all_namespaces
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -24,10 +48,11 @@ class OperatorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTTASK_"))}
         env |= {"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"} | self.env | extra_env
         self.starts += 1
+        scope = [] if self.all_namespaces else ["--namespace", self.namespace]
         with self.log.open("ab") as f:
             f.write(f"\n===== start #{self.starts} =====\n".encode())
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agenttask_operator", "--namespace", self.namespace],
+                [sys.executable, "-m", "agenttask_operator", *scope],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

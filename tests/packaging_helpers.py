@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -155,38 +153,6 @@ def token_kubeconfig(cluster: LocalCluster, token: str, path: Path) -> Path:
     path.write_text(kubeconfig_yaml(cluster.server, cluster.pki, user="operator-sa", token=token))
     path.chmod(0o600)
     return path
-
-
-def operator_env(fake_base_url: str, workspace: Path, faults: Path) -> dict[str, str]:
-    """The environment the ``operator`` fixture gives the operator (tests/conftest.py)."""
-    return {
-        "OPENAI_BASE_URL": fake_base_url,
-        "OPENAI_API_KEY": "sk-test-secret-key",
-        "AGENTTASK_WORKSPACE": str(workspace),
-        "AGENTTASK_FAULT_DIR": str(faults),
-    }
-
-
-class ClusterwideOperator(OperatorProcess):
-    """The operator without ``--namespace``: it runs the AgentTasks of every namespace, as the
-    chart's default Deployment does. Only for a cluster of its own (other tests' tasks would be
-    picked up otherwise)."""
-
-    def start(self, **extra_env: str) -> OperatorProcess:
-        """Start (again), like :meth:`OperatorProcess.start` but cluster-wide."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTTASK_"))}
-        env |= {"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"} | self.env | extra_env
-        self.starts += 1
-        with self.log.open("ab") as f:
-            f.write(f"\n===== start #{self.starts} (all namespaces) =====\n".encode())
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agenttask_operator"],
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        return self
 
 
 def forbidden_lines(proc: OperatorProcess) -> list[str]:

@@ -16,28 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from localcluster import REPO, LocalCluster
 
 import test_agenttask_e2e
 import test_crash_resume
 from fakeopenai import FakeServer
-from kubehelpers import create_task, eventually, get_task, wait_phase
-from operatorproc import OperatorProcess
+from kubehelpers import api_client, create_task, eventually, get_task, new_namespace, wait_phase
+from operatorproc import OperatorProcess, operator_env
 from packaging_helpers import (
-    ClusterwideOperator,
     forbidden_lines,
     kubectl_apply,
     only,
-    operator_env,
     rbac_manifests,
     run,
     service_account_token,
@@ -56,9 +53,10 @@ async def restricted_operator(
     api: client.ApiClient,
     objs: list[dict[str, Any]],
     tmp_path: Path,
-    cls: type[OperatorProcess],
     namespace: str,
     env: dict[str, str],
+    *,
+    all_namespaces: bool = False,
 ) -> OperatorProcess:
     """Apply the chart's RBAC objects; return an operator that authenticates as its SA only."""
     home = tmp_path / "home"
@@ -70,14 +68,13 @@ async def restricted_operator(
     user = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]
     assert list(user) == ["token"]  # no client certificate: only the ServiceAccount's rights
     await rbac_in_effect(kubeconfig, namespace)
-    return cls(kubeconfig, namespace, tmp_path / "operator.log", env)
+    log = tmp_path / "operator.log"
+    return OperatorProcess(kubeconfig, namespace, log, env, all_namespaces=all_namespaces)
 
 
 async def rbac_in_effect(kubeconfig: Path, namespace: str) -> None:
     """Wait until the API server's authorizer knows the new bindings (it lags under load)."""
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as token_api:
+    async with api_client(kubeconfig) as token_api:
 
         async def allowed() -> bool:
             try:
@@ -116,7 +113,7 @@ async def chart_rbac_operator(
     release = f"op-{namespace}"  # its ClusterRole is cluster-wide: one per test
     objs = rbac_manifests(tmp_path, namespace, [namespace], release=release)
     env = operator_env(fake.base_url, workspace, tmp_path / "faults")
-    op = await restricted_operator(cluster, api, objs, tmp_path, OperatorProcess, namespace, env)
+    op = await restricted_operator(cluster, api, objs, tmp_path, namespace, env)
     yield op
     op.stop()
 
@@ -231,18 +228,13 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
 
 @pytest.fixture
 async def own_api(own_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(own_cluster.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as c:
+    async with api_client(own_cluster.kubeconfig) as c:
         yield c
 
 
 @pytest.fixture
 async def own_namespace(own_api: client.ApiClient) -> str:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
-    await client.CoreV1Api(own_api).create_namespace(body)
-    return name
+    return await new_namespace(own_api)
 
 
 @pytest.fixture
@@ -263,7 +255,7 @@ async def clusterwide_operator(
 ) -> AsyncIterator[OperatorProcess]:
     env = operator_env(fake.base_url, workspace, tmp_path / "faults")
     op = await restricted_operator(
-        own_cluster, own_api, default_rbac, tmp_path, ClusterwideOperator, own_namespace, env
+        own_cluster, own_api, default_rbac, tmp_path, own_namespace, env, all_namespaces=True
     )
     yield op
     op.stop()
