@@ -11,14 +11,6 @@ from datetime import datetime, timedelta
 from agenttask_operator.models import AgentTaskSpec, AgentTaskStatus
 
 
-def suspended_total(status: AgentTaskStatus, now: datetime) -> float:
-    """Seconds spent suspended so far, including a suspension still going on."""
-    total = status.suspended_seconds
-    if status.suspended_since is not None:
-        total += max((now - status.suspended_since).total_seconds(), 0.0)
-    return total
-
-
 def deadline(spec: AgentTaskSpec, status: AgentTaskStatus) -> datetime | None:
     """When the run must be over (for a task not suspended now), or None without a deadline."""
     if spec.active_deadline_seconds is None or status.start_time is None:

@@ -79,7 +79,6 @@ class TranscriptStore:
         self.kube, self.namespace, self.task_name, self.uid = kube, namespace, task_name, uid
         self.chunks: list[_Chunk] = []
         self.entries: tuple[Entry, ...] = ()
-        self.writes = 0  # API writes made, for tests and benchmarks
 
     @property
     def stream(self) -> str:
@@ -160,7 +159,6 @@ class TranscriptStore:
                 else:
                     body = self._body(i, text, existing.resource_version)
                     rv = await self.kube.replace_config_map(self.namespace, body)
-                self.writes += 1
                 chunk = _Chunk(chunk_name(self.task_name, self.uid, i), rv, text)
                 if existing is None:
                     self.chunks.append(chunk)
@@ -173,5 +171,4 @@ class TranscriptStore:
         # Left-overs of an earlier torn append beyond the new end hold no complete line; drop them.
         for extra in self.chunks[len(desired) :]:
             await self.kube.delete_config_map(self.namespace, extra.name)
-            self.writes += 1
         del self.chunks[len(desired) :]

@@ -2,7 +2,8 @@
 
 Persist before acting: an attempt's intent (step, attempt number) is written to status before
 the attempt runs; its result is appended to the transcript (the commit point) right after;
-the next turn of the loop sees the stored result and commits it to status. A step whose result
+the next turn of the loop sees the stored result and commits it to status, in the same
+write as the next step's intent. A step whose result
 is stored is never run again, and after a crash the loop simply starts over from what is stored.
 """
 
@@ -85,7 +86,6 @@ class TaskLoop:
         """Bind to one task."""
         self.ctx, self.namespace, self.name = ctx, namespace, name
         self.store: TranscriptStore | None = None
-        self.status_writes = 0
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and where the transcript is), fenced by resourceVersion."""
@@ -94,7 +94,6 @@ class TaskLoop:
         new = await self.ctx.kube.patch_status(
             self.namespace, self.name, obj["metadata"]["resourceVersion"], full
         )
-        self.status_writes += 1
         return new
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:

@@ -51,14 +51,6 @@ class Step(Model):
     tool_name: str | None = None
     start_time: datetime | None = None
 
-    def same_as(self, other: Step) -> bool:
-        """Whether both name the same unit of work (timestamps aside)."""
-        return (self.kind, self.iteration, self.tool_call_id) == (
-            other.kind,
-            other.iteration,
-            other.tool_call_id,
-        )
-
 
 class TranscriptInfo(Model):
     """Where the transcript is and how much of it there is."""
