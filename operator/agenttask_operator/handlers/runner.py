@@ -138,10 +138,9 @@ class TaskLoop:
         if isinstance(action, WriteStatus):
             log.info("%s/%s: %s", self.namespace, self.name, action.why)
             try:
-                await self.write(obj, action.patch)
+                await self._record(obj, action.patch, action.event)
             except Conflict:
                 return False
-            await self._event(obj, action.event)
         elif isinstance(action, Wait):
             delay = (
                 None if action.until is None else max((action.until - now()).total_seconds(), 0.0)
@@ -185,11 +184,8 @@ class TaskLoop:
                 self.namespace, self.name, describe(step), attempt, e.failure.message,
             )  # fmt: skip
             failed = on_failure(state, step, attempt, e.failure, now(), random.random())  # noqa: S311
-            try:
-                await self.write(obj, failed.patch)
-            except Conflict:
-                return
-            await self._event(obj, failed.event)
+            with contextlib.suppress(Conflict):
+                await self._record(obj, failed.patch, failed.event)
             return
         await faults.checkpoint(f"after-append:{step.kind}:{step.iteration}")
 
@@ -276,11 +272,23 @@ class TaskLoop:
         raise StepFailed(Failure(msg, True, "TranscriptConflict"))
 
     async def _event(self, obj: dict[str, Any], event: Event | None) -> None:
-        # Shielded: kopf cancels the daemon as soon as a terminal status is visible, and the
-        # event that goes with that status must still be recorded.
         if event is not None:
-            post = self.ctx.kube.event(obj, event.type, event.reason, event.message, ts(now()))
-            await asyncio.shield(asyncio.ensure_future(post))
+            await self.ctx.kube.event(obj, event.type, event.reason, event.message, ts(now()))
+
+    async def _record(
+        self, obj: dict[str, Any], patch: dict[str, Any], event: Event | None
+    ) -> None:
+        """Write a status patch and record its Event as one unit.
+
+        Shielded: kopf cancels the daemon as soon as a terminal status shows in its watch, which
+        can be before our write's response arrives; the Event of that status must still follow.
+        """
+
+        async def both() -> None:
+            await self.write(obj, patch)
+            await self._event(obj, event)
+
+        await asyncio.shield(asyncio.ensure_future(both()))
 
     async def _invalid(self, obj: dict[str, Any], err: ValidationError) -> None:
         if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
