@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from agenttask_operator.effects.transcript import (
     chunk_name,
     parse,
     split_utf8,
+    uid_tag,
     valid_prefix,
 )
 from agenttask_operator.models import Entry, Usage
@@ -217,37 +219,75 @@ def test_parse_content_with_unicode_line_separators(separator: str) -> None:
 
 # --- chunk_name --------------------------------------------------------------------------------
 
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+OTHER_UID = "99999999-0000-0000-0000-000000000000"
+
 
 def test_chunk_name_short() -> None:
-    assert chunk_name("my-task", UID, 0) == "my-task-transcript-0"
-    assert chunk_name("my-task", UID, 17) == "my-task-transcript-17"
+    assert chunk_name("my-task", UID, 0) == "my-task-5f0c8e2a-transcript-0"
+    assert chunk_name("my-task", UID, 17) == "my-task-5f0c8e2a-transcript-17"
 
 
-@pytest.mark.parametrize("length", [1, 63, 200, 239, 240, 241, 252, 253, 254, 300, 1000])
+@pytest.mark.parametrize("length", [1, 63, 200, 231, 232, 233, 240, 252, 253, 254, 300, 1000])
 @pytest.mark.parametrize("index", [0, 1, 9, 10, 99, 12345])
 def test_chunk_name_length_and_determinism(length: int, index: int) -> None:
     name = "t" * length
     got = chunk_name(name, UID, index)
+    suffix = f"-{UID[:8]}-transcript-{index}"
     assert len(got) <= 253
-    assert got.endswith(f"-transcript-{index}")
+    assert got.endswith(suffix)
     assert got == chunk_name(name, UID, index)
-    if length + len(f"-transcript-{index}") <= 253:
-        assert got == f"{name}-transcript-{index}"
+    assert DNS_SUBDOMAIN.fullmatch(got)
+    if length + len(suffix) <= 253:
+        assert got == name + suffix
     else:
         assert len(got) == 253
-        assert f"-{UID[:8]}-transcript-{index}" in got
 
 
-def test_chunk_name_long_names_differ_by_uid() -> None:
-    name = "x" * 300
-    other_uid = "99999999-0000-0000-0000-000000000000"
-    assert chunk_name(name, UID, 0) != chunk_name(name, other_uid, 0)
+@pytest.mark.parametrize("name", ["t", "disk-cleanup", "x" * 300])
+def test_chunk_names_differ_by_uid(name: str) -> None:
+    for i in (0, 1, 12):
+        assert chunk_name(name, UID, i) != chunk_name(name, OTHER_UID, i)
 
 
 def test_chunk_names_of_one_task_are_distinct() -> None:
     for name in ["t", "t" * 240, "t" * 400]:
         names = {chunk_name(name, UID, i) for i in range(200)}
         assert len(names) == 200
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a" * 230 + "." + "b" * 30,  # cut right after the dot
+        "a" * 231 + "-" + "b" * 30,  # cut right after a dash
+        "a" * 200 + ".-.-" * 20,
+        "a.b-c." * 60 + "z",
+    ],
+)
+@pytest.mark.parametrize("index", [0, 7, 123])
+def test_cut_long_names_stay_dns_subdomains(name: str, index: int) -> None:
+    got = chunk_name(name, UID, index)
+    assert len(got) <= 253
+    assert DNS_SUBDOMAIN.fullmatch(got), got
+
+
+@pytest.mark.parametrize(
+    ("uid", "tag"),
+    [
+        (UID, "5f0c8e2a"),
+        ("5F0C8E2A-93D1-4B7E-A1C2-0123456789AB", "5f0c8e2a"),
+        ("other-uid", "otheruid"),
+        ("a.b_c-d", None),  # too few usable characters: hashed
+        ("", None),
+    ],
+)
+def test_uid_tag_is_fixed_length_and_dns_safe(uid: str, tag: str | None) -> None:
+    got = uid_tag(uid)
+    assert len(got) == 8 and re.fullmatch("[0-9a-z]{8}", got)
+    if tag is not None:
+        assert got == tag
+    assert got == uid_tag(uid)
 
 
 # --- the store, against a fake API -------------------------------------------------------------
@@ -264,6 +304,7 @@ class FakeKube:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._rv = 100
         self.crash_on_write: int | None = None  # the N-th next create/replace raises Crash
+        self.deleted: list[str] = []  # names, in the order of the delete calls
 
     def _write(self) -> str:
         if self.crash_on_write is not None:
@@ -318,6 +359,7 @@ class FakeKube:
         return rv
 
     async def delete_config_map(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
         self.objects.pop((namespace, name), None)
 
     # --- test helpers ---
@@ -328,12 +370,24 @@ class FakeKube:
     def rv(self, name: str) -> str:
         return str(self.objects[NS, name]["metadata"]["resourceVersion"])
 
-    def stream(self) -> str:
+    def stream(self, uid: str = UID) -> str:
         by_index = {
             int(o["metadata"]["labels"][CHUNK_LABEL]): o["data"][DATA_KEY]
-            for o in self.objects.values()
+            for o in self.of(uid).values()
         }
         return "".join(by_index[i] for i in sorted(by_index))
+
+    def of(self, uid: str) -> dict[str, dict[str, Any]]:
+        """The objects labelled with ``uid``, by name."""
+        return {
+            name: obj
+            for (_ns, name), obj in self.objects.items()
+            if obj["metadata"]["labels"].get(UID_LABEL) == uid
+        }
+
+    def indexes(self, uid: str = UID) -> list[int]:
+        """The chunk labels of ``uid``'s objects, sorted, duplicates kept."""
+        return sorted(int(o["metadata"]["labels"][CHUNK_LABEL]) for o in self.of(uid).values())
 
 
 @pytest.fixture
@@ -561,3 +615,153 @@ async def test_line_separator_in_a_message_survives_a_reload(
     e = entry(1, "a web page\u2028with a line separator")
     await s.append(e)
     assert (await loaded(kube)).entries == (e,)
+
+
+# --- incarnations: a task deleted and created again under the same name -----------------------
+
+
+def legacy_chunk_name(task_name: str, uid: str, index: int) -> str:
+    """The naming before uids were part of every name (``<task>-transcript-<n>``)."""
+    suffix = f"-transcript-{index}"
+    if len(task_name) + len(suffix) <= 253:
+        return task_name + suffix
+    return f"{task_name[: 253 - len(suffix) - 9]}-{uid[:8]}{suffix}"
+
+
+async def write_legacy(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch, entries: list[Entry], uid: str = UID
+) -> None:
+    """Store ``entries`` as an operator of the earlier naming would have."""
+    with monkeypatch.context() as m:
+        m.setattr(tr, "chunk_name", legacy_chunk_name)
+        s = await loaded(kube, uid=uid)
+        for e in entries:
+            await s.append(e)
+    assert kube.of(uid) and all("-transcript-" in n for n in kube.of(uid))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_a_recreated_task_never_meets_the_old_incarnation(
+    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch, legacy: bool
+) -> None:
+    old_entries = conversation()
+    if legacy:  # the old incarnation ran under the operator of the earlier naming
+        await write_legacy(kube, monkeypatch, old_entries)
+    else:
+        old = await loaded(kube)
+        for e in old_entries:
+            await old.append(e)
+    before = copy.deepcopy(kube.objects)  # the garbage collector has not removed them yet
+
+    new = await loaded(kube, uid=OTHER_UID)  # same name, new uid
+    assert new.entries == ()
+    mine = [entry(1, "fresh " * 30, kind="LLM"), entry(1, "tool"), entry(2, "end", kind="LLM")]
+    for e in mine:
+        await new.append(e)
+
+    assert {k: v for k, v in kube.objects.items() if k in before} == before  # untouched
+    assert (await loaded(kube, uid=OTHER_UID)).entries == tuple(mine)
+    assert (await loaded(kube)).entries == tuple(old_entries)
+    info = new.info()
+    assert set(info.config_maps) == set(kube.of(OTHER_UID))
+    assert not set(info.config_maps) & {name for (_ns, name) in before}
+    for name in info.config_maps:
+        [owner] = kube.objects[NS, name]["metadata"]["ownerReferences"]
+        assert owner["uid"] == OTHER_UID
+    assert kube.indexes(OTHER_UID) == list(range(len(info.config_maps)))
+
+
+async def test_chunks_of_the_earlier_naming_carry_on_under_their_names(
+    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = [entry(1, "legacy " * 20, kind="LLM"), entry(1, "a tool answer")]
+    await write_legacy(kube, monkeypatch, first)
+    legacy_names = {legacy_chunk_name(TASK, UID, i) for i in range(len(kube.objects))}
+    assert kube.names() == legacy_names
+
+    s = await loaded(kube)  # the upgraded operator picks the running task up
+    assert s.entries == tuple(first)
+    assert set(s.info().config_maps) == legacy_names
+    last = legacy_chunk_name(TASK, UID, len(legacy_names) - 1)
+    last_rv = kube.rv(last)
+    more = entry(2, "after the upgrade " * 10, kind="LLM")
+    await s.append(more)
+
+    assert kube.rv(last) != last_rv  # the partly filled tail was replaced under its own name
+    assert legacy_names < kube.names()
+    added = kube.names() - legacy_names
+    assert added == {chunk_name(TASK, UID, i) for i in range(len(legacy_names), len(kube.names()))}
+    assert kube.indexes() == list(range(len(kube.names())))  # one object per chunk
+    info = s.info()
+    assert set(info.config_maps) == kube.names()
+    assert [
+        int(kube.objects[NS, n]["metadata"]["labels"][CHUNK_LABEL]) for n in info.config_maps
+    ] == list(range(len(info.config_maps)))
+    assert (await loaded(kube)).entries == (*first, more)
+    assert kube.stream() == "".join(line(e) for e in (*first, more))
+
+
+async def test_torn_leftovers_of_the_earlier_naming_are_deleted_by_their_names(
+    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = entry(1, "a")
+    await write_legacy(kube, monkeypatch, [first])
+    with monkeypatch.context() as m:
+        m.setattr(tr, "chunk_name", legacy_chunk_name)
+        s = await loaded(kube)
+        kube.crash_on_write = 6
+        with pytest.raises(Crash):
+            await s.append(entry(2, "L" * (10 * CHUNK)))
+    fresh = await loaded(kube)
+    third = entry(3, "b")
+    await fresh.append(third)
+    needed = len(split_utf8(line(first) + line(third), CHUNK))
+    assert kube.names() == {legacy_chunk_name(TASK, UID, i) for i in range(needed)}
+    assert kube.stream() == line(first) + line(third)
+    assert set(fresh.info().config_maps) == kube.names()
+
+
+async def test_leftovers_are_deleted_last_first(kube: FakeKube, small_chunks: int) -> None:
+    s = await loaded(kube)
+    first = entry(1, "a")
+    await s.append(first)
+    kube.crash_on_write = 6
+    with pytest.raises(Crash):
+        await s.append(entry(2, "L" * (10 * CHUNK)))
+    fresh = await loaded(kube)
+    await fresh.append(entry(3, "b"))
+    indexes = [int(name.rsplit("-", 1)[1]) for name in kube.deleted]
+    assert len(indexes) >= 2
+    assert indexes == sorted(indexes, reverse=True)  # a crash meanwhile leaves no gap
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_a_chunk_beyond_a_gap_is_reused_not_doubled(
+    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch, legacy: bool
+) -> None:
+    first = entry(1, "a")
+    big = entry(2, "b" * (6 * CHUNK))
+    if legacy:
+        await write_legacy(kube, monkeypatch, [first, big])
+    else:
+        s = await loaded(kube)
+        await s.append(first)
+        await s.append(big)
+    gap = len(split_utf8(line(first), CHUNK))  # the first chunk holding only the big line
+    by_index = {
+        int(o["metadata"]["labels"][CHUNK_LABEL]): n for (_ns, n), o in kube.objects.items()
+    }
+    beyond = {i: by_index[i] for i in by_index if i > gap}
+    del kube.objects[NS, by_index[gap]]
+
+    fresh = await loaded(kube)
+    assert fresh.entries == (first,)
+    third = entry(3, "c" * (3 * CHUNK))  # reaches past the gap into the chunks beyond it
+    await fresh.append(third)
+    assert kube.indexes() == list(range(len(kube.names())))  # never two objects for one chunk
+    reused = {i: n for i, n in beyond.items() if (NS, n) in kube.objects}
+    assert reused  # the chunks beyond the gap were rewritten under their stored names …
+    assert all(i < len(kube.names()) for i in reused)  # … or deleted beyond the new end
+    assert (await loaded(kube)).entries == (first, third)
+    assert kube.stream() == line(first) + line(third)
+    assert set(fresh.info().config_maps) == kube.names()

@@ -83,7 +83,7 @@ runs the operator with exactly these rules.
 - apiGroups: ["agenttask.dev"]
   resources: ["agenttasks/status"]
   verbs: ["patch"]
-# The transcript: ConfigMaps <task>-transcript-N, owned by their task. list: load it; create and
+# The transcript: ConfigMaps <task>-<uid8>-transcript-N, owned by their task. list: load it; create and
 # update: append; delete: drop a chunk left over by a torn append.
 - apiGroups: [""]
   resources: ["configmaps"]
