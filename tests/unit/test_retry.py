@@ -11,7 +11,12 @@ from agenttask_operator.core.errors import (
     is_transient_status,
     llm_reason,
 )
-from agenttask_operator.core.retry import JITTER, backoff_seconds, next_retry_time
+from agenttask_operator.core.retry import (
+    JITTER,
+    MAX_RETRY_AFTER,
+    backoff_seconds,
+    next_retry_time,
+)
 from agenttask_operator.models import RetryPolicy
 
 NOW = datetime(2025, 6, 1, 8, 30, 0, 250000, tzinfo=UTC)  # a fixed clock
@@ -170,6 +175,69 @@ def test_next_retry_time_is_deterministic() -> None:
 @pytest.mark.parametrize("retry_after", [1e12, float("inf")])
 def test_huge_retry_after_does_not_crash(retry_after: float) -> None:
     assert next_retry_time(DEFAULT, 1, NOW, 0.0, retry_after) > NOW
+
+
+@pytest.mark.parametrize("retry_after", [None, 60.0, MAX_RETRY_AFTER, 1e300])
+def test_a_retry_time_past_the_end_of_the_calendar_is_its_last_moment(
+    retry_after: float | None,
+) -> None:
+    end = datetime.max.replace(tzinfo=UTC)
+    at = next_retry_time(DEFAULT, 9, end - timedelta(seconds=1), 0.0, retry_after)
+    assert at == end
+
+
+def test_retry_after_is_honoured_up_to_a_day() -> None:
+    assert MAX_RETRY_AFTER == 86400.0
+    assert next_retry_time(DEFAULT, 1, NOW, 0.0, 1e9) == NOW + timedelta(days=1)
+
+
+# --- total for every input: absurd counts, jitters and policies --------------------------------
+
+
+@pytest.mark.parametrize("failed", [101, 10**6, 2**63, 10**400])
+def test_an_absurd_attempt_count_waits_the_cap(failed: int) -> None:
+    assert backoff_seconds(DEFAULT, failed, 0.0) == 300.0
+
+
+@pytest.mark.parametrize("failed", [2, 10**6, 10**400])
+def test_factor_one_waits_the_initial_backoff_for_any_attempt_count(failed: int) -> None:
+    policy = RetryPolicy(initial_backoff_seconds=3.0, backoff_factor=1.0)
+    assert backoff_seconds(policy, failed, 0.0) == 3.0
+
+
+@pytest.mark.parametrize("failed", [2, 10**6, 10**400])
+def test_zero_initial_backoff_never_waits(failed: int) -> None:
+    policy = RetryPolicy(initial_backoff_seconds=0.0, backoff_factor=10.0)
+    assert backoff_seconds(policy, failed, 0.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("jitter", "same_as"), [(float("nan"), 0.0), (float("inf"), 1.0), (float("-inf"), 0.0)]
+)
+def test_a_jitter_that_is_not_finite_is_clamped(jitter: float, same_as: float) -> None:
+    assert backoff_seconds(DEFAULT, 3, jitter) == backoff_seconds(DEFAULT, 3, same_as)
+
+
+@pytest.mark.parametrize("retry_after", [float("nan"), float("-inf"), -5.0])
+def test_a_meaningless_retry_after_leaves_the_backoff(retry_after: float) -> None:
+    assert next_retry_time(DEFAULT, 3, NOW, 0.0, retry_after) == NOW + timedelta(seconds=4)
+
+
+def test_a_policy_beyond_the_crd_bounds_is_read_at_the_bounds() -> None:
+    raw = {
+        "maxAttempts": 10**6,
+        "initialBackoffSeconds": 1e300,
+        "backoffFactor": 1e6,
+        "maxBackoffSeconds": 10**400,
+    }
+    policy = RetryPolicy.model_validate(raw)
+    assert policy == RetryPolicy(
+        max_attempts=100,
+        initial_backoff_seconds=86400,
+        backoff_factor=10,
+        max_backoff_seconds=86400,
+    )
+    assert next_retry_time(policy, 10**6, NOW, 0.0) == NOW + timedelta(days=1)
 
 
 # --- errors: classification --------------------------------------------------------------------

@@ -30,6 +30,8 @@ class Answer:
 def tool_calls_of(entry: Entry) -> list[dict[str, Any]]:
     """The tool calls an assistant entry asked for (possibly none)."""
     calls = entry.message.get("tool_calls") or []
+    if not isinstance(calls, list):  # only a hand-edited transcript holds such things
+        return []
     return [c for c in calls if isinstance(c, dict)]
 
 
@@ -54,12 +56,12 @@ def next_step(transcript: Sequence[Entry]) -> Step | Answer:
     answered = {e.tool_call_id for e in transcript[last_llm + 1 :] if e.kind == "Tool"}
     for call in calls:
         if call.get("id") not in answered:
-            fn = call.get("function") or {}
+            fn = call.get("function")
             return Step(
                 kind="Tool",
                 iteration=llm.iteration,
                 tool_call_id=str(call.get("id")),
-                tool_name=str(fn.get("name", "")),
+                tool_name=str(fn.get("name", "")) if isinstance(fn, dict) else "",
             )
     return Step(kind="LLM", iteration=llm.iteration + 1)
 

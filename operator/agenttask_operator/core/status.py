@@ -31,12 +31,14 @@ def clip(text: str, limit: int) -> str:
 
 def ts(when: datetime) -> str:
     """RFC 3339 timestamp with a Z, as Kubernetes writes them."""
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{when.year:04d}" + when.strftime("-%m-%dT%H:%M:%SZ")
 
 
 def ts_ms(when: datetime) -> str:
     """RFC 3339 timestamp with milliseconds, for times that must not be rounded (retries)."""
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return (
+        f"{when.year:04d}" + when.strftime("-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    )
 
 
 def condition(

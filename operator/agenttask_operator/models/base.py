@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 
@@ -18,3 +19,11 @@ class Model(BaseModel):
     def to_api(self) -> dict[str, Any]:
         """Return the Kubernetes (camelCase, JSON-compatible) form, without None values."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+Time = Annotated[datetime, AfterValidator(_aware)]
+"""A timestamp; one written without a timezone is read as UTC (never naive)."""

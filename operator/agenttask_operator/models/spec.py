@@ -1,12 +1,45 @@
-"""``AgentTask.spec`` (agenttask.dev/v1alpha1). The CRD schema in crds/ is the contract."""
+"""``AgentTask.spec`` (agenttask.dev/v1alpha1). The CRD schema in crds/ is the contract.
+
+Every number is clamped on parse to the bounds of ``models.limits`` (the CRD's own minimum and
+maximum): the API server refuses values outside them, but an object stored before a bound
+existed is read at the bound, so no later date or timeout computation can overflow.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, ValidatorFunctionWrapHandler, WrapValidator
 
+from agenttask_operator.models import limits
 from agenttask_operator.models.base import Model
+
+
+def _within(bounds: limits.Range) -> WrapValidator:
+    """A validator that moves a number into ``bounds`` (before and after type coercion)."""
+
+    def clamp(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # Clamp a raw number first: an int too large for a float, or a float too large for an
+        # int, is then still read (at the bound) instead of failing validation.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = bounds.clamp(value)
+        parsed = handler(value)
+        return handler(bounds.clamp(parsed))  # strings coerced to numbers are clamped too
+
+    return WrapValidator(clamp)
+
+
+Iterations = Annotated[int, _within(limits.ITERATIONS)]
+Attempts = Annotated[int, _within(limits.ATTEMPTS)]
+BackoffSeconds = Annotated[float, _within(limits.BACKOFF_SECONDS)]
+BackoffFactor = Annotated[float, _within(limits.BACKOFF_FACTOR)]
+TimeoutSeconds = Annotated[float, _within(limits.TIMEOUT_SECONDS)]
+DeadlineSeconds = Annotated[float, _within(limits.DEADLINE_SECONDS)]
+TtlSeconds = Annotated[float, _within(limits.TTL_SECONDS)]
+Temperature = Annotated[float, _within(limits.TEMPERATURE)]
+MaxTokens = Annotated[int, _within(limits.MAX_TOKENS)]
+TotalTokens = Annotated[int, _within(limits.TOTAL_TOKENS)]
+ToolCalls = Annotated[int, _within(limits.TOOL_CALLS)]
 
 
 class SecretKeyRef(Model):
@@ -22,16 +55,16 @@ class ModelSpec(Model):
     name: str
     base_url: str | None = Field(default=None, alias="baseURL")
     api_key_secret_ref: SecretKeyRef | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    request_timeout_seconds: float | None = None
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    request_timeout_seconds: TimeoutSeconds | None = None
 
 
 class HttpToolSpec(Model):
     """A tool served over HTTP: the operator POSTs the call as JSON."""
 
     url: str
-    timeout_seconds: float = 30.0
+    timeout_seconds: TimeoutSeconds = 30.0
 
 
 class ToolSpec(Model):
@@ -46,17 +79,17 @@ class ToolSpec(Model):
 class RetryPolicy(Model):
     """Retries of a failing step (LLM request or tool execution)."""
 
-    max_attempts: int = 5
-    initial_backoff_seconds: float = 1.0
-    backoff_factor: float = 2.0
-    max_backoff_seconds: float = 300.0
+    max_attempts: Attempts = 5
+    initial_backoff_seconds: BackoffSeconds = 1.0
+    backoff_factor: BackoffFactor = 2.0
+    max_backoff_seconds: BackoffSeconds = 300.0
 
 
 class Budget(Model):
     """Limits checked before each call: tokens before an LLM call, tool calls before a tool."""
 
-    max_total_tokens: int | None = None
-    max_tool_calls: int | None = None
+    max_total_tokens: TotalTokens | None = None
+    max_tool_calls: ToolCalls | None = None
 
 
 class AgentTaskSpec(Model):
@@ -66,10 +99,10 @@ class AgentTaskSpec(Model):
     system_prompt: str | None = None
     model: ModelSpec
     tools: tuple[ToolSpec, ...] = ()
-    max_iterations: int = 10
+    max_iterations: Iterations = 10
     retry: RetryPolicy = RetryPolicy()
-    step_timeout_seconds: float = 120.0
-    active_deadline_seconds: float | None = None
+    step_timeout_seconds: TimeoutSeconds = 120.0
+    active_deadline_seconds: DeadlineSeconds | None = None
     budget: Budget = Budget()
     suspend: bool = False
-    ttl_seconds_after_finished: float | None = None
+    ttl_seconds_after_finished: TtlSeconds | None = None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from agenttask_operator.models.base import Model
+from agenttask_operator.models.base import Model, Time
 from agenttask_operator.models.status import Step, Usage
 
 
@@ -19,10 +18,16 @@ class Entry(Model):
     usage: Usage | None = None
     finish_reason: str | None = None
     is_error: bool = False
-    time: datetime | None = None
+    time: Time | None = None
 
     def answers(self, step: Step) -> bool:
         """Whether this entry is the stored result of ``step``."""
         if step.kind == "LLM":
             return self.kind == "LLM" and self.iteration == step.iteration
-        return self.kind == "Tool" and self.tool_call_id == step.tool_call_id
+        # Some servers number tool calls afresh in every answer ("0", "1", …): an id is only
+        # unique within its iteration.
+        return (
+            self.kind == "Tool"
+            and self.tool_call_id == step.tool_call_id
+            and self.iteration == step.iteration
+        )
