@@ -102,6 +102,7 @@ class FakeServer:
         self.tools: dict[str, ToolHandler] = {}
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
+        self.headers: list[dict[str, str]] = []  # every header of each chat request
         self.request_times: list[float] = []  # time.time() of each chat request
         self.deliveries: list[ToolCall] = []
         self._lock = threading.Lock()
@@ -134,6 +135,7 @@ class FakeServer:
         with self._lock:
             self.requests.append(body)
             self.auth_headers.append(request.headers.get("Authorization"))
+            self.headers.append({k.lower(): v for k, v in request.headers.items()})
             self.request_times.append(time.time())
         return await self._reply(self.llm(body))
 

@@ -98,6 +98,8 @@ def test_values_schema_rejects_mistakes(tmp_path: Path) -> None:
         ({"imag": {"tag": "x"}}, "additional properties 'imag' not allowed"),
         ({"watchNamespaces": ["Team_A"]}, "does not match pattern"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"egress": {"allowedHosts": ["https://api.openai.com/v1"]}}, "does not match pattern"),
+        ({"networkPolicy": {"enable": True}}, "additional properties 'enable' not allowed"),
     ]
     for bad, complaint in cases:
         proc = run([helm, "template", "x", str(CHART), *set_flags(bad)], env, check=False)
@@ -180,6 +182,46 @@ def test_values_reach_the_deployment(tmp_path: Path) -> None:
     deploy = only(docs(helm_template(tmp_path, "ops", no_key)), "Deployment")
     (c,) = deploy["spec"]["template"]["spec"]["containers"]
     assert {e["name"] for e in c["env"]} == {"AGENTTASK_WORKSPACE"}
+
+
+NETWORK_POLICY: dict[str, Any] = {
+    "enabled": True,
+    "apiServer": {"cidrs": ["192.0.2.10/32"], "ports": [6443]},
+    "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 8000}]}],
+}
+EGRESS = {
+    "egress": {"allowedHosts": ["api.openai.com", "*.svc.cluster.local", "10.20.0.0/16"]},
+    "builtinTools": {"namespaces": ["ops"]},
+}
+
+
+def test_egress_values_reach_the_operator_and_the_network_policy(tmp_path: Path) -> None:
+    objs = docs(helm_template(tmp_path, "ops", EGRESS | {"networkPolicy": NETWORK_POLICY}))
+    (c,) = only(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    pairs = list(zip(c["args"], c["args"][1:], strict=False))
+    assert [a for flag, a in pairs if flag == "--allowed-host"] == EGRESS["egress"]["allowedHosts"]
+    assert [a for flag, a in pairs if flag == "--builtin-tools-namespace"] == ["ops"]
+    policy = only(objs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "agenttask-operator",
+        "app.kubernetes.io/instance": "agenttask-operator",
+    }
+    assert policy["spec"]["egress"] == [
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {
+            "ports": [{"port": 6443, "protocol": "TCP"}],
+            "to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}],
+        },
+        *NETWORK_POLICY["extraEgress"],
+    ]
+    # Off by default; on with defaults: DNS, and the API server's ports on any address.
+    assert not [o for o in docs(helm_template(tmp_path, "ops")) if o["kind"] == "NetworkPolicy"]
+    on = {"networkPolicy": {"enabled": True}}
+    policy = only(docs(helm_template(tmp_path, "ops", on)), "NetworkPolicy")
+    assert policy["spec"]["egress"][1] == {
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
+    }
 
 
 def test_read_secrets_can_be_turned_off(tmp_path: Path) -> None:
@@ -355,14 +397,16 @@ def test_helm_template_applies_with_server_dry_run(
 ) -> None:
     for ns in ["agenttask-dry", *watch]:
         restricted_namespace(own_cluster, tmp_path, ns)
-    rendered = helm_template(
-        tmp_path, "agenttask-dry", {"watchNamespaces": watch}, extra=("--include-crds",)
-    )
+    values = {"watchNamespaces": watch, "networkPolicy": NETWORK_POLICY} | EGRESS
+    rendered = helm_template(tmp_path, "agenttask-dry", values, extra=("--include-crds",))
     env = tool_env(tmp_path, own_cluster.kubeconfig)
     kubectl_cmd = [str(own_cluster.kubectl), "apply", "--dry-run=server", "-f", "-"]
     proc = run(kubectl_cmd, env, stdin=rendered)
     assert "Warning" not in proc.stderr, proc.stderr  # e.g. a Pod Security violation
     assert "deployment.apps/agenttask-operator created (server dry run)" in proc.stdout
+    assert "networkpolicy.networking.k8s.io/agenttask-operator created (server dry run)" in (
+        proc.stdout
+    )
     assert "customresourcedefinition.apiextensions.k8s.io/agenttasks.agenttask.dev" in proc.stdout
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import kopf
 
 from agenttask_operator import handlers
-from agenttask_operator.handlers.context import Settings
+from agenttask_operator.core.urls import valid_pattern
+from agenttask_operator.handlers.context import Settings, scrub_openai_environment
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,8 +43,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("AGENTTASK_WORKSPACE"),
         help="directory the built-in tools work on (default: $AGENTTASK_WORKSPACE)",
     )
+    ap.add_argument(
+        "--allowed-host",
+        metavar="PATTERN",
+        action="append",
+        default=None,
+        help=(
+            "outbound allow-list (repeatable): a task's model baseURL and HTTP tool URLs must "
+            "match one of these hosts — api.example.com, *.svc.cluster.local, 10.0.0.0/8, "
+            "each optionally :PORT — or the task fails URLNotAllowed before any request; "
+            "default $AGENTTASK_ALLOWED_HOSTS (comma-separated), empty: every host"
+        ),
+    )
+    ap.add_argument(
+        "--builtin-tools-namespace",
+        metavar="NS",
+        action="append",
+        default=None,
+        help=(
+            "namespace whose tasks may use the built-in tools (repeatable); they work on the "
+            "operator's own workspace, shared by every namespace. Default "
+            "$AGENTTASK_BUILTIN_NAMESPACES (comma-separated), empty: every namespace"
+        ),
+    )
     ap.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    bad = [p for p in args.allowed_host or () if not valid_pattern(p)]
+    if bad:
+        ap.error(f"--allowed-host: not a host, *.domain, IP or CIDR pattern: {', '.join(bad)}")
+    return args
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by flags; then OPENAI_* leave the environment."""
+    settings = Settings.from_env()
+    scrub_openai_environment()
+    if args.workspace:
+        settings = replace(settings, workspace=Path(args.workspace).resolve())
+    if args.allowed_host is not None:
+        settings = replace(settings, allowed_hosts=tuple(args.allowed_host))
+    if args.builtin_tools_namespace is not None:
+        settings = replace(settings, builtin_namespaces=tuple(args.builtin_tools_namespace))
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # one "Handler succeeded" line per watch event is noise
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings = Settings.from_env()
-    if args.workspace:
-        settings = replace(settings, workspace=Path(args.workspace).resolve())
+    settings = settings_from(args)
     handlers.register()
     kopf.run(
         memo=kopf.Memo(settings=settings),

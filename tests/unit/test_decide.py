@@ -25,7 +25,9 @@ from agenttask_operator.models import (
     Condition,
     Entry,
     HttpToolSpec,
+    ModelAccess,
     ModelSpec,
+    OperatorPolicy,
     RetryPolicy,
     Step,
     TaskState,
@@ -45,6 +47,8 @@ DISK = ToolSpec(name="check_disk")
 CLEAN = ToolSpec(name="clean_logs")
 ECHO = ToolSpec(name="echo", http=HttpToolSpec(url="http://tools.invalid/echo"))
 TOOLS = (DISK, CLEAN, ECHO)
+OPERATOR = OperatorPolicy(default_base_url="https://llm.example/v1", default_key=True)
+ACCESS = ModelAccess(base_url="https://llm.example/v1", credential="OperatorDefault")
 
 
 # --- factories ---------------------------------------------------------------------------------
@@ -142,6 +146,7 @@ def running(
         "attempts": attempts,
         "next_retry_time": next_retry_time,
         "last_error": last_error,
+        "model": ACCESS,
     }
     fields.update(overrides)
     return AgentTaskStatus(**fields)
@@ -154,6 +159,7 @@ def make_state(
     tools: Sequence[ToolSpec] = TOOLS,
     builtins: frozenset[str] = BUILTINS,
     deleting: bool = False,
+    policy: OperatorPolicy = OPERATOR,
     **spec: Any,
 ) -> TaskState:
     spec.setdefault("retry", POLICY)
@@ -172,6 +178,7 @@ def make_state(
         transcript=tuple(transcript),
         builtin_tools=builtins,
         deleting=deleting,
+        policy=policy,
     )
 
 
@@ -975,6 +982,7 @@ def test_other_condition_types_do_not_count() -> None:
 def _every_kind_of_state() -> list[tuple[str, TaskState]]:
     convo = [llm(1, call("c1", "check_disk")), tool(1, "c1")]
     done = [*convo, llm(2, content="x")]
+    spent = [llm(1, call("c1", "check_disk"), usage=Usage(total_tokens=15)), tool(1, "c1")]
     return [
         ("unknown-tool", make_state(tools=[ToolSpec(name="zz")])),
         ("start", make_state()),
@@ -1004,7 +1012,7 @@ def _every_kind_of_state() -> list[tuple[str, TaskState]]:
         ("deadline", make_state(status=running(), active_deadline_seconds=5)),
         (
             "budget",
-            make_state(status=running(convo), transcript=convo, budget=Budget(max_total_tokens=0)),
+            make_state(status=running(spent), transcript=spent, budget=Budget(max_total_tokens=15)),
         ),
     ]
 

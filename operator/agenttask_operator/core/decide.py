@@ -5,12 +5,16 @@ matters whether this is a creation, an update or a resume after a crash:
 
 1. ended → wait for ``ttlSecondsAfterFinished``, then delete; otherwise nothing, ever;
    being deleted → nothing;
-2. a tool neither built in nor HTTP → Failed ``UnknownTool``;
+2. what the operator will not give: a tool neither built in nor HTTP → Failed ``UnknownTool``;
+   built-ins outside their allowed namespaces → ``ToolNotAllowed``; a URL whose host is not on
+   the allow-list → ``URLNotAllowed``; the default endpoint without a default key →
+   ``ModelCredentialsMissing`` (checked at every wake-up: nothing is sent before);
 3. a step in flight whose result is stored → commit it (never run it again);
 4. ``spec.suspend`` → record the suspension and wait; unsuspended → record the resumption;
 5. not started → start;  past ``activeDeadlineSeconds`` → Failed ``DeadlineExceeded``;
 6. a step in flight without result: wait for its retry time, give up after ``maxAttempts``
-   (``RetriesExhausted``), or run the next attempt;
+   (``RetriesExhausted``), or run the next attempt (an LLM step's intent also records in
+   ``status.model`` where requests go and with which credential, when that changes);
 7. otherwise the next step: a tool call without result, the next LLM request (at most
    ``maxIterations``, else ``MaxIterationsExceeded``; within ``budget``, else
    ``BudgetExceeded``), or the final answer (``Succeeded``).
@@ -21,12 +25,13 @@ next step's intent, or the end), so that each step costs one status write.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from agenttask_operator.core import status
 from agenttask_operator.core.actions import Action, Delete, Event, Execute, Noop, Wait, WriteStatus
 from agenttask_operator.core.conversation import Answer, next_step, project
-from agenttask_operator.core.deadline import attempt_timeout, deadline, deadline_passed
+from agenttask_operator.core.credentials import model_access, refused_urls
+from agenttask_operator.core.deadline import attempt_timeout, deadline, deadline_passed, later
 from agenttask_operator.core.errors import Failure
 from agenttask_operator.core.retry import next_retry_time
 from agenttask_operator.models import Step, TaskState
@@ -46,6 +51,36 @@ def unknown_tools(state: TaskState) -> list[str]:
     ]
 
 
+def _refused(state: TaskState) -> tuple[str, str] | None:
+    """``(reason, message)`` if the task asks for what this operator will not give it."""
+    unknown = unknown_tools(state)
+    if unknown:
+        known = ", ".join(sorted(state.builtin_tools)) or "none"
+        msg = (
+            f"unknown built-in tool(s) {', '.join(unknown)}: give them an `http:` endpoint or use "
+            f"a built-in of this operator ({known})"
+        )
+        return "UnknownTool", msg
+    policy = state.policy
+    builtins = [t.name for t in state.spec.tools if t.http is None]
+    if builtins and not policy.builtins_allowed(state.namespace):
+        msg = (
+            f"built-in tool(s) {', '.join(builtins)} are not enabled for namespace "
+            f"{state.namespace!r} (the operator allows them in: "
+            f"{', '.join(policy.builtin_namespaces)})"
+        )
+        return "ToolNotAllowed", msg
+    refused = refused_urls(state.spec, policy)
+    if refused:
+        hosts = ", ".join(policy.allowed_hosts)
+        named = "; ".join(f"{field} {url}" for field, url in refused)
+        return "URLNotAllowed", f"{named}: host not in the operator's allowed hosts ({hosts})"
+    if model_access(state.spec.model, policy).missing:
+        msg = "no API key: set spec.model.apiKeySecretRef or the operator's OPENAI_API_KEY"
+        return "ModelCredentialsMissing", msg
+    return None
+
+
 def fail(state: TaskState, now: datetime, reason: str, message: str) -> WriteStatus:
     """End the task Failed with ``reason``."""
     patch = status.finish(state, now, succeeded=False, reason=reason, message=message)
@@ -59,14 +94,9 @@ def decide(state: TaskState, now: datetime) -> Action:
         return _after_end(state, now)
     if state.deleting:
         return Noop("task is being deleted")
-    unknown = unknown_tools(state)
-    if unknown:
-        known = ", ".join(sorted(state.builtin_tools)) or "none"
-        msg = (
-            f"unknown built-in tool(s) {', '.join(unknown)}: give them an `http:` endpoint or use "
-            f"a built-in of this operator ({known})"
-        )
-        return fail(state, now, "UnknownTool", msg)
+    refused = _refused(state)
+    if refused is not None:
+        return fail(state, now, *refused)
     step = st.current_step
     if step is not None and any(e.answers(step) for e in state.transcript):
         commit = status.commit(state, project(state.transcript))
@@ -120,7 +150,12 @@ def decide(state: TaskState, now: datetime) -> Action:
 
 def _execute(state: TaskState, step: Step, attempt: int, now: datetime) -> Execute:
     timeout = attempt_timeout(state.spec, state.status, now)
-    return Execute(step, attempt, status.intent(state, step, attempt, now), timeout)
+    intent = status.intent(state, step, attempt, now)
+    if step.kind == "LLM":  # say where requests go and with which key, when that changes
+        access = model_access(state.spec.model, state.policy).status()
+        if state.status.model != access:
+            intent["model"] = access.to_api()
+    return Execute(step, attempt, intent, timeout)
 
 
 def _then(
@@ -153,7 +188,7 @@ def _after_end(state: TaskState, now: datetime) -> Action:
     done = state.status.completion_time
     if ttl is None or done is None:
         return Noop(f"task has ended ({state.status.phase})")
-    expiry = done + timedelta(seconds=ttl)
+    expiry = later(done, ttl)
     if now >= expiry:
         return Delete(f"ttlSecondsAfterFinished={ttl:g} has passed")
     return Wait(expiry, f"delete at ttlSecondsAfterFinished={ttl:g}")

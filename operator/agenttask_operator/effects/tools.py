@@ -5,6 +5,8 @@ HTTP tools get ``POST <url>`` with a JSON body ``{"name", "arguments", "toolCall
 call id>``. A 2xx body becomes the tool message. A 4xx, invalid JSON arguments or an unknown
 tool name go back to the model as an error message (the model may correct itself). Timeouts,
 connection errors, 408, 409, 429 and 5xx are transient: the step is retried under the same key.
+Redirects are not followed (a 3xx goes back to the model as an error): the URL a task names, and
+the operator's allow-list checked, is the only one the operator sends to.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ async def execute(
     session: aiohttp.ClientSession,
 ) -> ToolResult:
     """Run one tool call. Raises StepFailed (transient) when it should be retried."""
-    fn = call.get("function") or {}
+    fn = call.get("function")
+    fn = fn if isinstance(fn, dict) else {}
     name = str(fn.get("name", ""))
     spec = next((t for t in tools if t.name == name), None)
     if spec is None:
@@ -123,11 +126,14 @@ async def _http(
             json=body,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=http.timeout_seconds),
+            allow_redirects=False,  # the URL checked against the allow-list is the one used
         ) as resp:
             text = (await _read_limited(resp, RESPONSE_LIMIT)).decode(errors="replace")
             if 200 <= resp.status < 300:
                 return ToolResult(text)
             detail = f"HTTP {resp.status} from tool {name}: {text[:2000]}"
+            if 300 <= resp.status < 400:
+                detail = f"HTTP {resp.status} from tool {name}: redirects are not followed"
             if is_transient_status(resp.status):
                 retry_after = retry_after_seconds(resp.headers)
                 raise StepFailed(Failure(detail, True, "ToolUnavailable", retry_after))

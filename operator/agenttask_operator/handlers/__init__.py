@@ -15,7 +15,7 @@ import kopf
 
 from agenttask_operator.effects.kube import GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.registry import load_builtins
-from agenttask_operator.handlers.context import Context, Settings
+from agenttask_operator.handlers.context import Context, Settings, scrub_openai_environment
 from agenttask_operator.handlers.runner import TaskLoop
 from agenttask_operator.models import TERMINAL_PHASES
 
@@ -33,12 +33,23 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         kube=Kube(await connect()),
         session=aiohttp.ClientSession(),
         builtins=builtins,
-        settings=memo.get("settings") or Settings.from_env(),
+        settings=memo.get("settings") or _settings_from_env(),
     )
+    s = memo.ctx.settings
     log.info(
-        "agenttask-operator started; watching %s.%s/%s; built-in tools: %s; workspace: %s",
-        PLURAL, GROUP, VERSION, ", ".join(sorted(builtins)) or "none", memo.ctx.settings.workspace,
+        "agenttask-operator started; watching %s.%s/%s; built-in tools: %s (namespaces: %s); "
+        "workspace: %s; default endpoint: %s (%s); allowed hosts: %s",
+        PLURAL, GROUP, VERSION, ", ".join(sorted(builtins)) or "none",
+        ", ".join(s.builtin_namespaces) or "all", s.workspace, s.policy.default_base_url,
+        "with a default key" if s.default_api_key else "no default key",
+        ", ".join(s.allowed_hosts) or "all",
     )  # fmt: skip
+
+
+def _settings_from_env() -> Settings:
+    settings = Settings.from_env()
+    scrub_openai_environment()
+    return settings
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -65,11 +76,17 @@ async def wake(namespace: str | None, name: str | None, memo: Any, **_: Any) -> 
 
 
 async def agent_loop(
-    *, namespace: str | None, name: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any
+    *,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **_: Any,
 ) -> None:
     """Run the task's loop until it ends."""
     assert namespace is not None  # AgentTask is namespaced
-    await TaskLoop(memo.ctx, namespace, name).run(stopped)
+    await TaskLoop(memo.ctx, namespace, name, uid).run(stopped)
 
 
 def register() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,23 +12,65 @@ import aiohttp
 
 from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.registry import BuiltinTool
+from agenttask_operator.models import SDK_DEFAULT_BASE_URL, OperatorPolicy
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (value or "").split(",") if x.strip())
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Operator-wide settings, from flags and environment."""
+    """Operator-wide settings, from flags and environment. The key is never printed."""
 
     workspace: Path | None = None
     default_base_url: str | None = None
+    default_api_key: str | None = field(default=None, repr=False)
+    organization: str | None = None
+    project: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    builtin_namespaces: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """``AGENTTASK_WORKSPACE`` and ``OPENAI_BASE_URL``."""
-        ws = os.environ.get("AGENTTASK_WORKSPACE")
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """``AGENTTASK_WORKSPACE``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``OPENAI_ORG_ID``,
+        ``OPENAI_PROJECT_ID``, ``AGENTTASK_ALLOWED_HOSTS``, ``AGENTTASK_BUILTIN_NAMESPACES``.
+        """  # noqa: D205
+        ws = environ.get("AGENTTASK_WORKSPACE")
         return cls(
             workspace=Path(ws).resolve() if ws else None,
-            default_base_url=os.environ.get("OPENAI_BASE_URL") or None,
+            default_base_url=environ.get("OPENAI_BASE_URL") or None,
+            default_api_key=(environ.get("OPENAI_API_KEY") or "").strip() or None,
+            organization=environ.get("OPENAI_ORG_ID") or None,
+            project=environ.get("OPENAI_PROJECT_ID") or None,
+            allowed_hosts=_list(environ.get("AGENTTASK_ALLOWED_HOSTS")),
+            builtin_namespaces=_list(environ.get("AGENTTASK_BUILTIN_NAMESPACES")),
         )
+
+    @property
+    def policy(self) -> OperatorPolicy:
+        """What ``decide`` needs to know of these settings (never the key itself)."""
+        return OperatorPolicy(
+            default_base_url=self.default_base_url or SDK_DEFAULT_BASE_URL,
+            default_key=self.default_api_key is not None,
+            allowed_hosts=self.allowed_hosts,
+            builtin_namespaces=self.builtin_namespaces,
+        )
+
+
+def scrub_openai_environment(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Remove every ``OPENAI_*`` variable once :class:`Settings` has read them.
+
+    The openai SDK reads ``OPENAI_API_KEY``, ``OPENAI_ORG_ID``, ``OPENAI_CUSTOM_HEADERS`` … at
+    every client construction and sends them to whatever base URL the client has. The operator
+    hands each request its credential explicitly, so nothing may be picked up from the
+    environment behind its back. Returns the names removed.
+    """
+    names: Iterable[str] = [k for k in environ if k.startswith("OPENAI_")]
+    removed = sorted(names)
+    for name in removed:
+        del environ[name]
+    return removed
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Models: pydantic views of the AgentTask spec, status and transcript (camelCase aliases)."""
 
+from agenttask_operator.models.policy import SDK_DEFAULT_BASE_URL, OperatorPolicy
 from agenttask_operator.models.spec import (
     AgentTaskSpec,
     Budget,
@@ -13,6 +14,8 @@ from agenttask_operator.models.status import (
     TERMINAL_PHASES,
     AgentTaskStatus,
     Condition,
+    Credential,
+    ModelAccess,
     Step,
     TranscriptInfo,
     Usage,
@@ -21,14 +24,18 @@ from agenttask_operator.models.task import TaskState
 from agenttask_operator.models.transcript import Entry
 
 __all__ = [
+    "SDK_DEFAULT_BASE_URL",
     "TERMINAL_PHASES",
     "AgentTaskSpec",
     "AgentTaskStatus",
     "Budget",
     "Condition",
+    "Credential",
     "Entry",
     "HttpToolSpec",
+    "ModelAccess",
     "ModelSpec",
+    "OperatorPolicy",
     "RetryPolicy",
     "SecretKeyRef",
     "Step",

@@ -6,10 +6,11 @@ it, so it stays small whatever the length of the conversation.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from agenttask_operator.models.base import Model
+from pydantic import Field
+
+from agenttask_operator.models.base import Model, Time
 
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
@@ -22,7 +23,7 @@ class Condition(Model):
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
-    last_transition_time: datetime
+    last_transition_time: Time
     observed_generation: int | None = None
 
 
@@ -49,7 +50,17 @@ class Step(Model):
     iteration: int
     tool_call_id: str | None = None
     tool_name: str | None = None
-    start_time: datetime | None = None
+    start_time: Time | None = None
+
+
+Credential = Literal["Secret", "OperatorDefault", "NoKey"]
+
+
+class ModelAccess(Model):
+    """Where LLM requests go and with which key (never the key itself)."""
+
+    base_url: str = Field(alias="baseURL")
+    credential: Credential
 
 
 class TranscriptInfo(Model):
@@ -71,16 +82,18 @@ class AgentTaskStatus(Model):
     iterations: int = 0
     tool_calls: int = 0
     attempts: int = 0
-    next_retry_time: datetime | None = None
+    internal_errors: int = 0
+    next_retry_time: Time | None = None
     last_error: str | None = None
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    suspended_since: datetime | None = None
+    start_time: Time | None = None
+    completion_time: Time | None = None
+    suspended_since: Time | None = None
     suspended_seconds: float = 0.0
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
     usage: Usage = Usage()
     current_step: Step | None = None
+    model: ModelAccess | None = None
     transcript: TranscriptInfo = TranscriptInfo()
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agenttask_operator.models.policy import OperatorPolicy
 from agenttask_operator.models.spec import AgentTaskSpec
 from agenttask_operator.models.status import AgentTaskStatus
 from agenttask_operator.models.transcript import Entry
@@ -11,7 +12,7 @@ from agenttask_operator.models.transcript import Entry
 
 @dataclass(frozen=True)
 class TaskState:
-    """A task's spec, status and committed transcript, plus the built-in tools available."""
+    """A task's spec, status and committed transcript, plus what the operator offers it."""
 
     namespace: str
     name: str
@@ -22,3 +23,4 @@ class TaskState:
     transcript: tuple[Entry, ...] = ()
     builtin_tools: frozenset[str] = field(default_factory=frozenset)
     deleting: bool = False
+    policy: OperatorPolicy = field(default_factory=OperatorPolicy)
