@@ -1,21 +1,28 @@
 """Chat-completion requests to an OpenAI-compatible server, with errors classified.
 
 The openai SDK's own retries are switched off (``max_retries=0``): the operator owns the retry
-policy, so the attempts a user configures are the attempts that happen. API keys are passed in
-and never logged or written anywhere.
+policy, so the attempts a user configures are the attempts that happen. Credentials are passed
+in (which key goes where is decided by ``core.credentials``) and never logged or written
+anywhere; a request without a key carries no ``Authorization`` header at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import openai
 
+from agenttask_operator.core.answers import Reply, parse_completion
 from agenttask_operator.core.errors import Failure, is_transient_status, llm_reason
-from agenttask_operator.models import ModelSpec, Usage
+from agenttask_operator.models import ModelSpec
+
+BODY_LIMIT = 32 * 1024 * 1024  # bytes of a model's answer read at most
 
 
 class StepFailed(Exception):
@@ -28,21 +35,36 @@ class StepFailed(Exception):
 
 
 @dataclass(frozen=True)
-class LlmReply:
-    """The assistant message (OpenAI format), its usage and why generation stopped."""
+class Credentials:
+    """What one request authenticates with: a key (None: none at all) and, for the operator's
+    default endpoint only, its organisation and project headers. Never logged.
+    """  # noqa: D205
 
-    message: dict[str, Any]
-    usage: Usage | None
-    finish_reason: str | None
+    api_key: str | None = field(default=None, repr=False)
+    organization: str | None = None
+    project: str | None = None
 
 
-_clients: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
+NO_KEY = "no-key"  # the SDK wants a string; a keyless request omits the header altogether
+_clients: dict[tuple[str, str, str | None, str | None], openai.AsyncOpenAI] = {}
 
 
-def _client(base_url: str | None, api_key: str) -> openai.AsyncOpenAI:
-    key = (base_url, hashlib.sha256(api_key.encode()).hexdigest())
+def _client(base_url: str, creds: Credentials) -> openai.AsyncOpenAI:
+    """One client per endpoint and credential. It sends nothing the operator did not pass in
+    (the operator removes ``OPENAI_*`` from its environment, which the SDK would read) and
+    follows no redirect: a 3xx is an answer, so a key never follows a request elsewhere.
+    """  # noqa: D205
+    digest = hashlib.sha256((creds.api_key or "").encode()).hexdigest()
+    key = (base_url, digest, creds.organization, creds.project)
     if key not in _clients:
-        _clients[key] = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        _clients[key] = openai.AsyncOpenAI(
+            api_key=creds.api_key or NO_KEY,
+            organization=creds.organization,
+            project=creds.project,
+            base_url=base_url,
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
+        )
     return _clients[key]
 
 
@@ -86,13 +108,18 @@ def classify(exc: Exception) -> Failure:
 async def chat(
     model: ModelSpec,
     *,
-    base_url: str | None,
-    api_key: str,
+    base_url: str,
+    credentials: Credentials,
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]],
     timeout_seconds: float,
-) -> LlmReply:
-    """One chat-completion request. Raises StepFailed on any failure."""
+    iteration: int,
+) -> Reply:
+    """One chat-completion request; its answer read and classified by ``core.answers``.
+
+    Raises StepFailed on any failure: an HTTP error, a broken connection, an answer that is not
+    a chat completion (an HTML page from a gateway, a truncated body, odd JSON).
+    """
     kwargs: dict[str, Any] = {"model": model.name, "messages": messages, "timeout": timeout_seconds}
     if tools:
         kwargs["tools"] = tools
@@ -100,30 +127,39 @@ async def chat(
         kwargs["temperature"] = model.temperature
     if model.max_tokens is not None:
         kwargs["max_tokens"] = model.max_tokens
+    if credentials.api_key is None:
+        kwargs["extra_headers"] = {"Authorization": openai.omit}
+    client = _client(base_url, credentials)
     try:
-        resp = await _client(base_url, api_key).chat.completions.create(**kwargs)
+        # The SDK's timeout bounds each read; this bounds the whole answer (one that trickles in).
+        async with (
+            asyncio.timeout(timeout_seconds),
+            client.chat.completions.with_streaming_response.create(**kwargs) as resp,
+        ):
+            content_type = resp.headers.get("content-type")
+            body = await read_limited(resp.iter_bytes(), BODY_LIMIT)
+    except TimeoutError:
+        msg = f"no complete answer within {timeout_seconds:g}s"
+        raise StepFailed(Failure(msg, transient=True, reason="ModelTimeout")) from None
     except openai.OpenAIError as e:
         raise StepFailed(classify(e)) from e
-    if not resp.choices:
-        raise StepFailed(Failure("response has no choices", transient=True, reason="ModelError"))
-    choice = resp.choices[0]
-    msg = choice.message
-    message: dict[str, Any] = {"role": "assistant", "content": msg.content}
-    if msg.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": tc.id,
-                "type": "function",
-                "function": {"name": tc.function.name, "arguments": tc.function.arguments},
-            }
-            for tc in msg.tool_calls
-            if getattr(tc, "function", None) is not None
-        ]
-    usage = None
-    if resp.usage is not None:
-        usage = Usage(
-            prompt_tokens=resp.usage.prompt_tokens or 0,
-            completion_tokens=resp.usage.completion_tokens or 0,
-            total_tokens=resp.usage.total_tokens or 0,
-        )
-    return LlmReply(message=message, usage=usage, finish_reason=choice.finish_reason)
+    except httpx2.HTTPError as e:  # the body broke off after the status line
+        msg = f"connection error while reading the answer: {type(e).__name__}: {e}"
+        raise StepFailed(Failure(msg, transient=True, reason="ModelUnavailable")) from e
+    if body is None:
+        msg = f"the model server's answer is larger than {BODY_LIMIT // (1024 * 1024)} MiB"
+        raise StepFailed(Failure(msg, transient=False, reason="ModelResponseInvalid"))
+    reply = parse_completion(content_type, body, iteration)
+    if isinstance(reply, Failure):
+        raise StepFailed(reply)
+    return reply
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes | None:
+    """The whole body, or None once it grows past ``limit`` bytes (the rest is not read)."""
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)

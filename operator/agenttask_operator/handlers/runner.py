@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,9 @@ from pydantic import ValidationError
 from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, on_failure
 from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.conversation import find_tool_call, request_messages
+from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe
+from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import finish, ts
 from agenttask_operator.effects import faults, llm, tools
 from agenttask_operator.effects.kube import Conflict, SecretError, is_transient
@@ -76,15 +77,38 @@ def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) -> TaskS
         transcript=store.entries,
         builtin_tools=frozenset(ctx.builtins),
         deleting="deletionTimestamp" in meta,
+        policy=ctx.settings.policy,
     )
+
+
+def minimal_state(obj: dict[str, Any]) -> TaskState:
+    """What can be read of a task whatever its spec: identity, generation, status if valid."""
+    meta = obj["metadata"]
+    try:
+        status = AgentTaskStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = AgentTaskStatus()
+    return TaskState(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        spec=AgentTaskSpec(input="-", model=ModelSpec(name="-")),
+        status=status,
+    )
+
+
+def _outcome_retrieved(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a shielded status write ended with %r", task.exception())
 
 
 class TaskLoop:
     """Drives one task until it ends, is deleted, or the daemon is stopped."""
 
-    def __init__(self, ctx: Context, namespace: str, name: str) -> None:
-        """Bind to one task."""
-        self.ctx, self.namespace, self.name = ctx, namespace, name
+    def __init__(self, ctx: Context, namespace: str, name: str, uid: str | None = None) -> None:
+        """Bind to one task (to one incarnation of it, when ``uid`` is given)."""
+        self.ctx, self.namespace, self.name, self.uid = ctx, namespace, name, uid
         self.store: TranscriptStore | None = None
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -97,19 +121,50 @@ class TaskLoop:
         return new
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
-        """Loop: read, decide, act; ride out transient API server errors."""
+        """Loop: read, decide, act. No exception ends it: transient API server errors are
+        ridden out; anything else (a bug of ours) is reported on the task and retried with a
+        growing backoff, and ends the task ``InternalError`` after a bounded number of tries.
+        """  # noqa: D205
         wake = self.ctx.wakeup(self.namespace, self.name)
         while not stopped:
             try:
                 done = await self._turn(stopped, wake)
+            except asyncio.CancelledError:
+                raise
             except Exception as e:
-                if not is_transient(e):
-                    raise
-                log.warning("%s/%s: API server: %s; retrying in 1s", self.namespace, self.name, e)
-                await sleep(stopped, wake, 1.0)
+                if is_transient(e):
+                    log.warning("%s/%s: API server: %s; retry in 1s", self.namespace, self.name, e)
+                    await sleep(stopped, wake, 1.0)
+                    continue
+                delay = await self._internal_error(e)
+                if delay is None:
+                    return
+                await sleep(stopped, wake, delay)
                 continue
             if done:
                 return
+
+    async def _internal_error(self, exc: Exception) -> float | None:
+        """Report an unexpected exception of the loop; the delay before the next try, or None
+        when the loop should end (the task is finished, gone, or has now failed).
+        """  # noqa: D205
+        log.error(
+            "%s/%s: internal error: %s: %s",
+            self.namespace, self.name, type(exc).__name__, exc, exc_info=exc,
+        )  # fmt: skip
+        try:
+            obj = await self.ctx.kube.get_task(self.namespace, self.name)
+            if obj is None:
+                return None
+            report = internal_error(minimal_state(obj), f"{type(exc).__name__}: {exc}", now())
+            if report.patch:
+                await self._record(obj, report.patch, report.event)
+        except Conflict:
+            return 0.0
+        except Exception as e:  # the API server is unwell too: try again later
+            log.warning("%s/%s: could not report the error: %s", self.namespace, self.name, e)
+            return INTERNAL_ERROR_RETRY
+        return report.delay
 
     async def _turn(self, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> bool:
         """One wake-up: read, decide, act. True when the loop should end."""
@@ -118,7 +173,9 @@ class TaskLoop:
         if obj is None:
             return True
         uid = obj["metadata"]["uid"]
-        if self.store is None or self.store.uid != uid:
+        if self.uid is not None and uid != self.uid:
+            return True  # deleted and created again: the new one has a loop of its own
+        if self.store is None:
             store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
             await store.load()  # kept only once loaded: a failed load is retried next turn
             self.store = store
@@ -190,6 +247,10 @@ class TaskLoop:
         await faults.checkpoint(f"after-append:{step.kind}:{step.iteration}")
 
     async def _attempt(self, state: TaskState, step: Step, limit: float) -> Entry:
+        """One attempt. Whatever goes wrong in it is a failed attempt (StepFailed), never an
+        exception that ends the loop: an unexpected one is recorded with its type and message
+        and retried like any transient failure.
+        """  # noqa: D205
         try:
             async with asyncio.timeout(limit):
                 if step.kind == "LLM":
@@ -198,29 +259,45 @@ class TaskLoop:
         except TimeoutError:
             msg = f"{describe(step)} did not finish within {limit:g}s"
             raise StepFailed(Failure(msg, True, "StepTimeout")) from None
+        except (StepFailed, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            log.exception("%s/%s: %s raised", self.namespace, self.name, describe(step))
+            msg = f"unexpected {type(e).__name__}: {e}"
+            raise StepFailed(Failure(msg, True, "InternalError")) from e
 
-    async def _api_key(self, state: TaskState) -> str:
-        ref = state.spec.model.api_key_secret_ref
-        if ref is not None:
+    async def _credentials(self, state: TaskState, access: Access) -> llm.Credentials:
+        """The key ``access`` names: the task's own Secret (read from the task's namespace,
+        nowhere else), the operator's default (only for its own endpoint), or none.
+        """  # noqa: D205
+        if access.secret is not None:
+            ref = access.secret
             try:
-                return await self.ctx.kube.read_secret_key(state.namespace, ref.name, ref.key)
+                key = await self.ctx.kube.read_secret_key(state.namespace, ref.name, ref.key)
             except SecretError as e:
                 raise StepFailed(Failure(str(e), True, "SecretUnavailable")) from None
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            msg = "no API key: set spec.model.apiKeySecretRef or the operator's OPENAI_API_KEY"
-            raise StepFailed(Failure(msg, False, "ModelCredentialsMissing"))
-        return key
+            return llm.Credentials(key)
+        settings = self.ctx.settings
+        if access.credential == "OperatorDefault":
+            if settings.default_api_key is None:  # decide() refuses such tasks before this
+                msg = "no API key: set spec.model.apiKeySecretRef or the operator's OPENAI_API_KEY"
+                raise StepFailed(Failure(msg, False, "ModelCredentialsMissing"))
+            return llm.Credentials(
+                settings.default_api_key, settings.organization, settings.project
+            )
+        return llm.Credentials()
 
     async def _llm(self, state: TaskState, step: Step) -> Entry:
         spec = state.spec
+        access = model_access(spec.model, state.policy)
         reply = await llm.chat(
             spec.model,
-            base_url=spec.model.base_url or self.ctx.settings.default_base_url,
-            api_key=await self._api_key(state),
+            base_url=access.base_url,
+            credentials=await self._credentials(state, access),
             messages=request_messages(spec, state.transcript),
             tools=tools.definitions(spec.tools, self.ctx.builtins),
             timeout_seconds=spec.model.request_timeout_seconds or spec.step_timeout_seconds,
+            iteration=step.iteration,
         )
         return Entry(
             kind="LLM",
@@ -288,20 +365,17 @@ class TaskLoop:
             await self.write(obj, patch)
             await self._event(obj, event)
 
-        await asyncio.shield(asyncio.ensure_future(both()))
+        task = asyncio.ensure_future(both())
+        # If we are cancelled meanwhile, nobody awaits the write any more: retrieve its outcome
+        # (e.g. a Conflict) here, so that asyncio never logs "exception was never retrieved".
+        task.add_done_callback(_outcome_retrieved)
+        await asyncio.shield(task)
 
     async def _invalid(self, obj: dict[str, Any], err: ValidationError) -> None:
         if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
             return
         msg = f"spec is invalid: {err.errors()[0].get('msg', err)}"
-        state = TaskState(
-            namespace=self.namespace,
-            name=self.name,
-            uid=obj["metadata"]["uid"],
-            generation=int(obj["metadata"].get("generation", 1)),
-            spec=AgentTaskSpec(input="-", model=ModelSpec(name="-")),
-            status=AgentTaskStatus(),
-        )
+        state = minimal_state(obj)
         patch = finish(state, now(), succeeded=False, reason="InvalidSpec", message=msg)
         try:
             await self.write(obj, patch)
