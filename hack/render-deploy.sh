@@ -7,13 +7,13 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 chart="$repo/charts/agenttask-operator"
-crd=agenttask.dev_agenttasks.yaml
 namespace=agenttask-system
 release=agenttask-operator
 
 if [ $# -eq 0 ]; then
   out="$repo/deploy"
-  cp "$repo/crds/$crd" "$chart/crds/$crd"
+  rm -f "$chart"/crds/*.yaml
+  cp "$repo"/crds/*.yaml "$chart/crds/"
 else
   out="$1"
 fi
@@ -42,7 +42,13 @@ metadata:
     pod-security.kubernetes.io/warn: restricted
 YAML
 } >"$out/namespace.yaml"
-cp "$chart/crds/$crd" "$out/crd.yaml"
+# Every CRD of the chart (AgentTask, AgentModel, AgentToolServer, …), one document each.
+first=1
+for f in "$chart"/crds/*.yaml; do
+  [ "$first" = 1 ] || echo "---"
+  cat "$f"
+  first=0
+done >"$out/crd.yaml"
 for f in serviceaccount clusterrole clusterrolebinding deployment; do
   { echo "$header"; grep -v '^# Source: ' "$tmp/out/$release/templates/$f.yaml" | sed '1{/^---$/d}'; } >"$out/$f.yaml"
   resources+=("$f.yaml")
@@ -50,7 +56,7 @@ done
 {
   echo "$header"
   cat <<YAML
-# kubectl apply -k deploy/  installs the AgentTask CRD and the operator, which then runs the
+# kubectl apply -k deploy/  installs the CRDs and the operator, which then runs the
 # AgentTasks of all namespaces. Other settings: use the Helm chart (docs/install.md).
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization

@@ -60,7 +60,7 @@ async def namespace(api: client.ApiClient) -> str:
 
 @pytest.fixture(scope="session")
 def crd(cluster: LocalCluster) -> Path:
-    """The AgentTask CRD from crds/, applied with kubectl and Established."""
+    """Every CRD of crds/ (AgentTask, AgentModel, …), applied with kubectl and Established."""
     env = {
         "KUBECONFIG": str(cluster.kubeconfig),
         "PATH": "/usr/bin:/bin",
@@ -76,7 +76,8 @@ def crd(cluster: LocalCluster) -> Path:
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
-            "crd/agenttasks.agenttask.dev",
+            "-f",
+            str(REPO / "crds"),
         ],
         env=env,
         check=True,

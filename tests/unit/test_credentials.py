@@ -256,3 +256,49 @@ def test_settings_read_the_environment_and_scrub_it() -> None:
         "AGENTTASK_BUILTIN_NAMESPACES": "ops",
         "HOME": "/root",
     }
+
+
+def ref_state(policy: OperatorPolicy, agent_model: ModelSpec | None, **status: Any) -> TaskState:
+    return TaskState(
+        namespace="team-a",
+        name="t",
+        uid="u",
+        generation=1,
+        spec=spec(model={"modelRef": {"name": "shared"}, "temperature": 0.5}),
+        status=AgentTaskStatus.model_validate(status),
+        policy=policy,
+        agent_model=agent_model,
+    )
+
+
+SHARED = ModelSpec.model_validate(
+    {"name": "big", "baseURL": "https://gw.example/v1", "apiKeySecretRef": REF, "temperature": 0.5}
+)
+
+
+def test_a_model_ref_to_nothing_fails_naming_the_object() -> None:
+    action = decide(ref_state(WITH_KEY, None), NOW)
+    assert isinstance(action, WriteStatus)
+    assert action.patch["reason"] == "AgentModelNotFound"
+    assert "AgentModel team-a/shared not found" in action.patch["error"]
+
+
+def test_a_model_ref_is_resolved_once_at_start_and_used_as_a_whole() -> None:
+    action = decide(ref_state(WITH_KEY, SHARED), NOW)
+    assert isinstance(action, Execute)
+    assert action.intent["resolvedModel"] == SHARED.to_api()
+    assert action.intent["model"] == {"baseURL": "https://gw.example/v1", "credential": "Secret"}
+    # Started: what was stored wins over whatever the AgentModel says now.
+    started = ref_state(
+        WITH_KEY,
+        SHARED.model_copy(update={"base_url": "http://elsewhere/v1"}),
+        phase="Running",
+        startTime="2026-01-01T00:00:00Z",
+        resolvedModel=SHARED.to_api(),
+    )
+    assert started.model == SHARED
+    refused = OperatorPolicy(default_base_url=DEFAULT, default_key=True, allowed_hosts=("x",))
+    action = decide(ref_state(refused, SHARED), NOW)
+    assert isinstance(action, WriteStatus)
+    assert action.patch["reason"] == "URLNotAllowed"
+    assert "AgentModel shared baseURL https://gw.example/v1" in action.patch["error"]

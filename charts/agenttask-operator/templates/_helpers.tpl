@@ -83,6 +83,15 @@ runs the operator with exactly these rules.
 - apiGroups: ["agenttask.dev"]
   resources: ["agenttasks/status"]
   verbs: ["patch"]
+# AgentModels and AgentToolServers: kopf lists and watches them and patches its finalizer and
+# annotations (their periodic re-checks are kopf timers); a task reads the ones it names.
+- apiGroups: ["agenttask.dev"]
+  resources: ["agentmodels", "agenttoolservers"]
+  verbs: ["get", "list", "watch", "patch"]
+# Their Ready condition and what was discovered.
+- apiGroups: ["agenttask.dev"]
+  resources: ["agentmodels/status", "agenttoolservers/status"]
+  verbs: ["patch"]
 # The transcript: ConfigMaps <task>-<uid8>-transcript-N, owned by their task. list: load it; create and
 # update: append; delete: drop a chunk left over by a torn append.
 - apiGroups: [""]
@@ -93,7 +102,8 @@ runs the operator with exactly these rules.
   resources: ["events"]
   verbs: ["create"]
 {{- if .Values.rbac.readSecrets }}
-# Model API keys that a task names in spec.model.apiKeySecretRef.
+# Model API keys that a task or an AgentModel names (apiKeySecretRef), and the header Secrets of
+# AgentToolServers (headersFrom).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

@@ -53,11 +53,21 @@ def model_access(model: ModelSpec, policy: OperatorPolicy) -> Access:
     return Access(url, "NoKey")
 
 
-def refused_urls(spec: AgentTaskSpec, policy: OperatorPolicy) -> list[tuple[str, str]]:
-    """``(field, url)`` of every URL in ``spec`` that the allow-list refuses."""
+def refused_urls(
+    spec: AgentTaskSpec, policy: OperatorPolicy, model: ModelSpec | None = None
+) -> list[tuple[str, str]]:
+    """``(field, url)`` of every URL in ``spec`` that the allow-list refuses; ``model`` is the
+    model requests use, when it comes from an AgentModel (``spec.model.modelRef``).
+    """  # noqa: D205
     if not policy.allowed_hosts:
         return []
-    named = [("spec.model.baseURL", spec.model.base_url)] + [
+    ref = spec.model.model_ref
+    if ref is not None:
+        where = f"AgentModel {ref.name} baseURL"
+        named = [(where, model.base_url if model is not None else None)]
+    else:
+        named = [("spec.model.baseURL", spec.model.base_url)]
+    named += [
         (f"spec.tools[{i}].http.url", t.http.url if t.http else None)
         for i, t in enumerate(spec.tools)
     ]

@@ -8,10 +8,12 @@ matters whether this is a creation, an update or a resume after a crash:
 2. what the operator will not give: a tool neither built in nor HTTP → Failed ``UnknownTool``;
    built-ins outside their allowed namespaces → ``ToolNotAllowed``; a URL whose host is not on
    the allow-list → ``URLNotAllowed``; the default endpoint without a default key →
-   ``ModelCredentialsMissing`` (checked at every wake-up: nothing is sent before);
+   ``ModelCredentialsMissing``; a ``modelRef`` to no AgentModel → ``AgentModelNotFound``
+   (checked at every wake-up: nothing is sent before);
 3. a step in flight whose result is stored → commit it (never run it again);
 4. ``spec.suspend`` → record the suspension and wait; unsuspended → record the resumption;
-5. not started → start;  past ``activeDeadlineSeconds`` → Failed ``DeadlineExceeded``;
+5. not started → start (and store the model a ``modelRef`` resolves to);
+   past ``activeDeadlineSeconds`` → Failed ``DeadlineExceeded``;
 6. a step in flight without result: wait for its retry time, give up after ``maxAttempts``
    (``RetriesExhausted``), or run the next attempt (an LLM step's intent also records in
    ``status.model`` where requests go and with which credential, when that changes);
@@ -70,12 +72,17 @@ def _refused(state: TaskState) -> tuple[str, str] | None:
             f"{', '.join(policy.builtin_namespaces)})"
         )
         return "ToolNotAllowed", msg
-    refused = refused_urls(state.spec, policy)
+    model = state.model
+    ref = state.spec.model.model_ref
+    if model is None and ref is not None:
+        msg = f"spec.model.modelRef: AgentModel {state.namespace}/{ref.name} not found"
+        return "AgentModelNotFound", msg
+    refused = refused_urls(state.spec, policy, model)
     if refused:
         hosts = ", ".join(policy.allowed_hosts)
         named = "; ".join(f"{field} {url}" for field, url in refused)
         return "URLNotAllowed", f"{named}: host not in the operator's allowed hosts ({hosts})"
-    if model_access(state.spec.model, policy).missing:
+    if model is not None and model_access(model, policy).missing:
         msg = "no API key: set spec.model.apiKeySecretRef or the operator's OPENAI_API_KEY"
         return "ModelCredentialsMissing", msg
     return None
@@ -111,6 +118,9 @@ def decide(state: TaskState, now: datetime) -> Action:
         return _then(state, patch, now, "resume", Event("Normal", "Resumed", patch["message"]))
     if st.start_time is None:
         patch = status.start(state, now)
+        if spec.model.model_ref is not None and state.model is not None:
+            # Fixed for the whole run: an edit of the AgentModel never changes a task in flight.
+            patch["resolvedModel"] = state.model.to_api()
         return _then(state, patch, now, "start", Event("Normal", "Started", patch["message"]))
     if deadline_passed(spec, st, now):
         last = f"; last error: {st.last_error}" if st.last_error else ""
@@ -151,8 +161,9 @@ def decide(state: TaskState, now: datetime) -> Action:
 def _execute(state: TaskState, step: Step, attempt: int, now: datetime) -> Execute:
     timeout = attempt_timeout(state.spec, state.status, now)
     intent = status.intent(state, step, attempt, now)
-    if step.kind == "LLM":  # say where requests go and with which key, when that changes
-        access = model_access(state.spec.model, state.policy).status()
+    model = state.model
+    if step.kind == "LLM" and model is not None:  # where requests go, with which key
+        access = model_access(model, state.policy).status()
         if state.status.model != access:
             intent["model"] = access.to_api()
     return Execute(step, attempt, intent, timeout)

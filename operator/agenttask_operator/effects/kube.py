@@ -14,6 +14,8 @@ from typing import Any, cast
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agenttask_operator.models.agentmodel import SecretLookup
+
 GROUP, VERSION, PLURAL, KIND = "agenttask.dev", "v1alpha1", "agenttasks", "AgentTask"
 MERGE = "application/merge-patch+json"
 
@@ -64,6 +66,18 @@ class Kube:
             raise
         return cast(dict[str, Any], obj)
 
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object of another of our kinds (``agentmodels`` …), or None if there is none."""
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
     async def patch_status(
         self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
     ) -> dict[str, Any]:
@@ -106,6 +120,26 @@ class Kube:
         if key not in data:
             raise SecretError(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data[key]).decode().strip()
+
+    async def secret_lookup(self, namespace: str, name: str, key: str) -> SecretLookup:
+        """Whether a Secret exists, may be read, and has a non-empty ``key``; never the value.
+
+        Other API errors (429, 5xx, …) are raised: the caller keeps what it knew and retries.
+        """
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return SecretLookup.NOT_FOUND
+            if e.status == 403:
+                return SecretLookup.FORBIDDEN
+            raise
+        data = secret.data or {}
+        if key not in data:
+            return SecretLookup.NO_KEY
+        if not base64.b64decode(data[key]).strip():
+            return SecretLookup.EMPTY
+        return SecretLookup.FOUND
 
     # --- ConfigMaps (transcript chunks) ---
 

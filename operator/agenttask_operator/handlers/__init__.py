@@ -103,3 +103,6 @@ def register() -> None:
         cancellation_timeout=10.0,
         backoff=5.0,
     )(agent_loop)
+    from agenttask_operator.handlers import agentmodel
+
+    agentmodel.register()

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, on_failure
 from agenttask_operator.core.actions import Delete, Event
+from agenttask_operator.core.agentmodel import resolve
 from agenttask_operator.core.conversation import find_tool_call, request_messages
 from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe
@@ -41,6 +42,8 @@ from agenttask_operator.models import (
     Step,
     TaskState,
 )
+from agenttask_operator.models.agentmodel import PLURAL as AGENTMODELS
+from agenttask_operator.models.agentmodel import AgentModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +67,28 @@ async def sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float
             w.cancel()
 
 
-def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) -> TaskState:
-    """Parse the object into the models ``decide`` reads."""
+async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) -> TaskState:
+    """Parse the object into the models ``decide`` reads; read the AgentModel it names, while
+    the task has not stored what that resolved to.
+    """  # noqa: D205
     meta = obj["metadata"]
+    spec = AgentTaskSpec.model_validate(obj.get("spec") or {})
+    status = AgentTaskStatus.model_validate(obj.get("status") or {})
+    ref = spec.model.model_ref
+    agent_model = None
+    if ref is not None and status.resolved_model is None:
+        found = await ctx.kube.get_object(AGENTMODELS, meta["namespace"], ref.name)
+        if found is not None:
+            am = AgentModelSpec.model_validate(found.get("spec") or {})
+            agent_model = resolve(am, spec.model)
     return TaskState(
         namespace=meta["namespace"],
         name=meta["name"],
         uid=meta["uid"],
         generation=int(meta.get("generation", 1)),
-        spec=AgentTaskSpec.model_validate(obj.get("spec") or {}),
-        status=AgentTaskStatus.model_validate(obj.get("status") or {}),
+        spec=spec,
+        status=status,
+        agent_model=agent_model,
         transcript=store.entries,
         builtin_tools=frozenset(ctx.builtins),
         deleting="deletionTimestamp" in meta,
@@ -180,7 +195,7 @@ class TaskLoop:
             await store.load()  # kept only once loaded: a failed load is retried next turn
             self.store = store
         try:
-            state = to_state(obj, self.store, self.ctx)
+            state = await to_state(obj, self.store, self.ctx)
         except ValidationError as e:
             await self._invalid(obj, e)
             return True
@@ -289,14 +304,17 @@ class TaskLoop:
 
     async def _llm(self, state: TaskState, step: Step) -> Entry:
         spec = state.spec
-        access = model_access(spec.model, state.policy)
+        model = state.model
+        if model is None:  # decide() fails such tasks before any request
+            raise StepFailed(Failure("the model could not be resolved", False, "InternalError"))
+        access = model_access(model, state.policy)
         reply = await llm.chat(
-            spec.model,
+            model,
             base_url=access.base_url,
             credentials=await self._credentials(state, access),
             messages=request_messages(spec, state.transcript),
             tools=tools.definitions(spec.tools, self.ctx.builtins),
-            timeout_seconds=spec.model.request_timeout_seconds or spec.step_timeout_seconds,
+            timeout_seconds=model.request_timeout_seconds or spec.step_timeout_seconds,
             iteration=step.iteration,
         )
         return Entry(

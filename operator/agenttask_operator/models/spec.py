@@ -49,10 +49,21 @@ class SecretKeyRef(Model):
     key: str
 
 
-class ModelSpec(Model):
-    """Which chat model to call and how."""
+class ModelRef(Model):
+    """An ``AgentModel`` in the task's namespace."""
 
     name: str
+
+
+class ModelSpec(Model):
+    """Which chat model to call and how: inline (``name``…) or an AgentModel (``modelRef``).
+
+    With ``modelRef`` the endpoint, model name and key come from the AgentModel as a whole;
+    the task may only tune temperature, maxTokens and requestTimeoutSeconds.
+    """
+
+    name: str = ""
+    model_ref: ModelRef | None = None
     base_url: str | None = Field(default=None, alias="baseURL")
     api_key_secret_ref: SecretKeyRef | None = None
     temperature: Temperature | None = None

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from agenttask_operator.models.base import Model, Time
+from agenttask_operator.models.spec import ModelSpec
 
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
@@ -94,6 +95,7 @@ class AgentTaskStatus(Model):
     usage: Usage = Usage()
     current_step: Step | None = None
     model: ModelAccess | None = None
+    resolved_model: ModelSpec | None = None  # what spec.model.modelRef named, fixed at start
     transcript: TranscriptInfo = TranscriptInfo()
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agenttask_operator.models.policy import OperatorPolicy
-from agenttask_operator.models.spec import AgentTaskSpec
+from agenttask_operator.models.spec import AgentTaskSpec, ModelSpec
 from agenttask_operator.models.status import AgentTaskStatus
 from agenttask_operator.models.transcript import Entry
 
@@ -24,3 +24,13 @@ class TaskState:
     builtin_tools: frozenset[str] = field(default_factory=frozenset)
     deleting: bool = False
     policy: OperatorPolicy = field(default_factory=OperatorPolicy)
+    # The AgentModel that spec.model.modelRef names, as read now (None: no such object); read
+    # only while the task has not stored what it resolved (status.resolvedModel).
+    agent_model: ModelSpec | None = None
+
+    @property
+    def model(self) -> ModelSpec | None:
+        """The model requests use: inline, or resolved from the AgentModel (None: not found)."""
+        if self.spec.model.model_ref is None:
+            return self.spec.model
+        return self.status.resolved_model or self.agent_model
