@@ -40,10 +40,29 @@ fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(STAMP) lint binaries helm ## lint, then all tests (starts its own control plane)
+test: $(STAMP) lint binaries helm mcp-servers ## lint, then all tests (starts its own control plane)
 	$(PY) -m pytest
 
-test-unit: $(STAMP) ## tests that need no cluster
+# MCP servers the tests start: server-everything (npm) and mcp-proxy (PyPI). mcp-proxy needs
+# mcp<2 while the operator needs mcp>=2.3, so it gets a virtualenv of its own. Pinned; the stamp
+# names the versions, so a version bump reinstalls and an unchanged one costs nothing.
+MCP_DIR := .cache/mcp
+MCP_EVERYTHING := @modelcontextprotocol/server-everything@2026.8.31
+MCP_PROXY := mcp-proxy==0.13.0 mcp==1.30.0
+MCP_STAMP := $(MCP_DIR)/.installed-everything-2026.8.31-proxy-0.13.0
+
+.PHONY: mcp-servers
+mcp-servers: $(MCP_STAMP) ## install the MCP servers the tests use into .cache/mcp (pinned)
+
+$(MCP_STAMP):
+	mkdir -p $(MCP_DIR)
+	npm install --prefix $(MCP_DIR) --no-audit --no-fund --loglevel=error $(MCP_EVERYTHING)
+	rm -rf $(MCP_DIR)/proxy
+	$(PYTHON) -m venv $(MCP_DIR)/proxy
+	$(MCP_DIR)/proxy/bin/python -m pip install -q $(MCP_PROXY)
+	touch $@
+
+test-unit: $(STAMP) mcp-servers ## tests that need no cluster
 	$(PY) -m pytest -m 'not cluster'
 
 cluster: $(STAMP) ## start a local control plane in the background (.cache/cluster/kubeconfig)

@@ -16,6 +16,7 @@ from localcluster import REPO, LocalCluster
 
 from fakeopenai import FakeServer
 from kubehelpers import api_client, new_namespace
+from mcpservers import everything, ledger, time_server  # noqa: F401 - fixtures
 from operatorproc import OperatorProcess, operator_env
 
 FAILED_LOGS = REPO / ".cache" / "test-logs"

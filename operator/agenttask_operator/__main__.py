@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # one "Handler succeeded" line per watch event is noise
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # One INFO line per HTTP request; and the MCP SDK logs, with a traceback, every answer
+        # it cannot read, which effects.mcp then classifies and reports on the object itself.
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        logging.getLogger("mcp").setLevel(logging.CRITICAL)
     settings = settings_from(args)
     handlers.register()
     kopf.run(

@@ -181,12 +181,59 @@ class Kube:
         self, task: dict[str, Any], type_: str, reason: str, message: str, now_iso: str
     ) -> None:
         """Record a Kubernetes Event on the task (best effort: failures are logged only)."""
-        meta = task["metadata"]
+        await self.object_event({"kind": KIND} | task, type_, reason, message, now_iso)
+
+    # --- AgentToolServer (added with MCP support) ---
+
+    async def secret_value(
+        self, namespace: str, name: str, key: str
+    ) -> tuple[SecretLookup, str | None]:
+        """One key of a Secret, decoded and stripped, or why not (then None). Never logged.
+
+        Other API errors (429, 5xx, …) are raised: the caller keeps what it knew and retries.
+        """
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return SecretLookup.NOT_FOUND, None
+            if e.status == 403:
+                return SecretLookup.FORBIDDEN, None
+            raise
+        data = secret.data or {}
+        if key not in data:
+            return SecretLookup.NO_KEY, None
+        value = base64.b64decode(data[key]).decode(errors="replace").strip()
+        if not value:
+            return SecretLookup.EMPTY, None
+        return SecretLookup.FOUND, value
+
+    async def patch_custom_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch ``status`` of a custom object of this group (last writer wins); None
+        when the object is gone.
+        """  # noqa: D205
+        try:
+            obj = await self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def object_event(
+        self, obj: dict[str, Any], type_: str, reason: str, message: str, now_iso: str
+    ) -> None:
+        """Record a Kubernetes Event on any object of ours (``obj`` has apiVersion and kind)."""
+        meta = obj["metadata"]
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
+                "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": obj["kind"],
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta["uid"],

@@ -15,6 +15,7 @@ import kopf
 
 from agenttask_operator.effects.kube import GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.registry import load_builtins
+from agenttask_operator.handlers import agentmodel, toolserver
 from agenttask_operator.handlers.context import Context, Settings, scrub_openai_environment
 from agenttask_operator.handlers.runner import TaskLoop
 from agenttask_operator.models import TERMINAL_PHASES
@@ -103,6 +104,5 @@ def register() -> None:
         cancellation_timeout=10.0,
         backoff=5.0,
     )(agent_loop)
-    from agenttask_operator.handlers import agentmodel
-
     agentmodel.register()
+    toolserver.register()

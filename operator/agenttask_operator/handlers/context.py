@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import kopf
 
 from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.registry import BuiltinTool
@@ -86,3 +87,18 @@ class Context:
     def wakeup(self, namespace: str, name: str) -> asyncio.Event:
         """The event set whenever the task changes (so that waits end early)."""
         return self.wakeups.setdefault((namespace, name), asyncio.Event())
+
+
+async def until_stopped(stopped: kopf.DaemonStopped) -> None:
+    """Return once the daemon is told to stop."""
+    await stopped.wait()
+
+
+async def sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float | None) -> None:
+    """Sleep for ``seconds`` (None: forever) or until stopped or woken by a change of the object."""
+    waiters = {asyncio.create_task(until_stopped(stopped)), asyncio.create_task(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,206 @@
+"""kopf handlers of ``AgentToolServer``: list the MCP server's tools into status, keep it fresh.
+
+One kopf daemon per AgentToolServer (started when it appears, and for each one again when the
+operator starts) runs :class:`RefreshLoop`: when ``core.toolserver`` says a refresh is due — at
+once after a spec change, every ``refreshSeconds`` while Ready, sooner while failing — it checks
+the URL against the operator's allow-list (before any connection), reads the header Secrets,
+lists the tools (``effects.mcp``, one short-lived session) and merge-patches ``/status``. In
+between it sleeps without polling; any change of the object wakes it (``on.event``).
+
+Header values are read from Secrets for each refresh, passed to the MCP client and dropped:
+they are never written to status, Events or the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from agenttask_operator.core import toolserver as core
+from agenttask_operator.core.status import ts
+from agenttask_operator.core.urls import host_allowed, redact
+from agenttask_operator.effects import mcp
+from agenttask_operator.effects.kube import GROUP, VERSION
+from agenttask_operator.effects.llm import StepFailed
+from agenttask_operator.handlers.context import Context, sleep
+from agenttask_operator.models.toolserver import (
+    KIND,
+    PLURAL,
+    AgentToolServerSpec,
+    AgentToolServerStatus,
+    Discovery,
+)
+
+log = logging.getLogger(__name__)
+WAKE = "agenttoolserver/"  # wake-up keys apart from AgentTasks' (no object name has a "/")
+ERROR_RETRY_SECONDS_MAX = 60.0  # longest wait after an API server error or a bug of ours
+
+
+def now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def _status(raw: Any) -> AgentToolServerStatus:
+    try:
+        return AgentToolServerStatus.model_validate(raw or {})
+    except ValidationError:
+        return AgentToolServerStatus()  # unreadable: rewritten whole by the next refresh
+
+
+class RefreshLoop:
+    """Keeps one AgentToolServer's status in step with its server."""
+
+    def __init__(self, ctx: Context, body: kopf.Body) -> None:
+        """Bind to the object; ``body`` is kopf's live view of it (kept up to date)."""
+        self.ctx, self.body = ctx, body
+        self.namespace = str(body.metadata.namespace)
+        self.name = str(body.metadata.name)
+        # The status this loop wrote last (the live body shows it only once the watch has).
+        self.known = _status(body.get("status"))
+        self.failures = 0
+
+    @property
+    def wake(self) -> asyncio.Event:
+        """Set whenever the object changes."""
+        return self.ctx.wakeup(self.namespace, WAKE + self.name)
+
+    async def run(self, stopped: kopf.DaemonStopped) -> None:
+        """Refresh when due, sleep until the next time or a change, until stopped."""
+        while not stopped:
+            self.wake.clear()
+            try:
+                delay = self.due_in()
+                if delay <= 0:
+                    if not await self.refresh():
+                        return  # the object is gone
+                    delay = self.due_in()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the API server, or a bug of ours: keep status, try again
+                self.failures += 1
+                delay = core.retry_delay(self.failures, ERROR_RETRY_SECONDS_MAX)
+                log.warning(
+                    "AgentToolServer %s/%s: refresh failed: %s: %s; again in %gs",
+                    self.namespace, self.name, type(e).__name__, e, delay,
+                )  # fmt: skip
+            await sleep(stopped, self.wake, delay)
+
+    def _spec(self) -> tuple[AgentToolServerSpec | None, str]:
+        try:
+            return AgentToolServerSpec.model_validate(self.body.get("spec") or {}), ""
+        except ValidationError as e:  # the CRD schema prevents this
+            return None, f"spec could not be read: {e.error_count()} errors"
+
+    def due_in(self) -> float:
+        """Seconds until the next refresh (0: now)."""
+        spec, _ = self._spec()
+        refresh = spec.refresh_seconds if spec else core.MAX_RETRY_SECONDS
+        allowed = spec is None or host_allowed(spec.url, self.ctx.settings.allowed_hosts)
+        generation = self.body.metadata.get("generation")
+        return core.seconds_until_refresh(
+            self.known, generation, refresh, self.failures, allowed, now()
+        )
+
+    async def refresh(self) -> bool:
+        """One refresh: check, read Secrets, discover, write status (and an Event on change).
+
+        False when the object is gone.
+        """
+        generation = self.body.metadata.get("generation")
+        spec, error = self._spec()
+        found: Discovery | None = None
+        problem: core.Problem | None = None
+        if spec is None:
+            problem = core.Problem("InvalidSpec", error)
+        elif not host_allowed(spec.url, self.ctx.settings.allowed_hosts):
+            problem = core.Problem(
+                core.URL_NOT_ALLOWED,
+                f"spec.url {redact(spec.url)} is not on the operator's allowed hosts "
+                f"({', '.join(self.ctx.settings.allowed_hosts)}); no connection was made",
+            )
+        else:
+            found, problem = await self._discover(spec)
+        at = now()
+        if found is not None and spec is not None:
+            patch = core.discovered_patch(self.known, generation, found, spec.tool_filter, at)
+        else:
+            assert problem is not None
+            patch = core.failed_patch(self.known, generation, problem, at)
+        written = await self.ctx.kube.patch_custom_status(PLURAL, self.namespace, self.name, patch)
+        if written is None:  # deleted meanwhile: the daemon is being stopped
+            return False
+        before, self.known = self.known, _status(written.get("status"))
+        ready = self.known.condition()
+        self.failures = 0 if ready is not None and ready.status == "True" else self.failures + 1
+        await self._report(before, at)
+        return True
+
+    async def _discover(
+        self, spec: AgentToolServerSpec
+    ) -> tuple[Discovery | None, core.Problem | None]:
+        headers: dict[str, str] = {}
+        for header in spec.headers_from:
+            ref = header.secret_key_ref
+            lookup, value = await self.ctx.kube.secret_value(self.namespace, ref.name, ref.key)
+            problem = core.secret_problem(self.namespace, header, lookup, value)
+            if problem is not None:
+                return None, problem
+            headers[header.name] = header.prefix + (value or "")
+        try:
+            return await mcp.list_tools(spec.url, headers, spec.timeout_seconds), None
+        except StepFailed as e:
+            reason = "ServerUnavailable" if e.failure.transient else "ServerRefused"
+            return None, core.Problem(reason, e.failure.message)
+
+    async def _report(self, before: AgentToolServerStatus, at: datetime) -> None:
+        """Log and record an Event when readiness changed, or the tools did."""
+        old, new = before.condition(), self.known.condition()
+        if new is None:
+            return
+        meta = {"name": self.name, "namespace": self.namespace, "uid": self.body.metadata.uid}
+        obj = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": meta}
+        if old is None or (old.status, old.reason) != (new.status, new.reason):
+            log.info(
+                "AgentToolServer %s/%s: Ready=%s (%s): %s",
+                self.namespace, self.name, new.status, new.reason, new.message,
+            )  # fmt: skip
+            kind = "Normal" if new.status == "True" else "Warning"
+            await self.ctx.kube.object_event(obj, kind, new.reason, new.message, ts(at))
+        elif new.status == "True" and (
+            change := core.tools_changed(before.tools, self.known.tools)
+        ):
+            log.info("AgentToolServer %s/%s: tools changed: %s", self.namespace, self.name, change)
+            await self.ctx.kube.object_event(obj, "Normal", "ToolsChanged", change, ts(at))
+
+
+async def wake(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+    """Any change of an AgentToolServer ends its loop's sleep (a spec edit is acted on at once)."""
+    ctx: Context | None = memo.get("ctx")
+    if ctx is not None and namespace and name:
+        ctx.wakeup(namespace, WAKE + name).set()
+
+
+async def refresh_loop(
+    *, body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **_: Any
+) -> None:
+    """The daemon of one AgentToolServer."""
+    await RefreshLoop(memo.ctx, body).run(stopped)
+
+
+def register() -> None:
+    """Register the AgentToolServer handlers with kopf's default registry."""
+    kopf.on.event(GROUP, VERSION, PLURAL, id="agenttoolserver-wake")(wake)
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="agenttoolserver-refresh",
+        cancellation_timeout=5.0,
+        backoff=5.0,
+    )(refresh_loop)
