@@ -12,7 +12,9 @@ matters whether this is a creation, an update or a resume after a crash:
    (checked at every wake-up: nothing is sent before);
 3. a step in flight whose result is stored → commit it (never run it again);
 4. ``spec.suspend`` → record the suspension and wait; unsuspended → record the resumption;
-5. not started → start (and store the model a ``modelRef`` resolves to);
+5. not started → resolve the tools of ``toolServerRef`` entries (``core.tooling``: refuse, or
+   wait for a server's first discovery), then start, storing what ``modelRef`` and
+   ``toolServerRef`` resolved to;
    past ``activeDeadlineSeconds`` → Failed ``DeadlineExceeded``;
 6. a step in flight without result: wait for its retry time, give up after ``maxAttempts``
    (``RetriesExhausted``), or run the next attempt (an LLM step's intent also records in
@@ -36,6 +38,13 @@ from agenttask_operator.core.credentials import model_access, refused_urls
 from agenttask_operator.core.deadline import attempt_timeout, deadline, deadline_passed, later
 from agenttask_operator.core.errors import Failure
 from agenttask_operator.core.retry import next_retry_time
+from agenttask_operator.core.tooling import (
+    RETRY_SECONDS,
+    NotYet,
+    Refusal,
+    resolve_tools,
+    server_refs,
+)
 from agenttask_operator.models import Step, TaskState
 
 
@@ -47,10 +56,8 @@ def describe(step: Step) -> str:
 
 
 def unknown_tools(state: TaskState) -> list[str]:
-    """Tools that are neither HTTP tools nor built-ins of this operator."""
-    return [
-        t.name for t in state.spec.tools if t.http is None and t.name not in state.builtin_tools
-    ]
+    """Tools that are neither HTTP nor MCP tools nor built-ins of this operator."""
+    return [t.name for t in state.spec.tools if t.builtin and t.name not in state.builtin_tools]
 
 
 def _refused(state: TaskState) -> tuple[str, str] | None:
@@ -64,7 +71,7 @@ def _refused(state: TaskState) -> tuple[str, str] | None:
         )
         return "UnknownTool", msg
     policy = state.policy
-    builtins = [t.name for t in state.spec.tools if t.http is None]
+    builtins = [t.name for t in state.spec.tools if t.builtin]
     if builtins and not policy.builtins_allowed(state.namespace):
         msg = (
             f"built-in tool(s) {', '.join(builtins)} are not enabled for namespace "
@@ -117,7 +124,14 @@ def decide(state: TaskState, now: datetime) -> Action:
         patch = status.resume(state, now)
         return _then(state, patch, now, "resume", Event("Normal", "Resumed", patch["message"]))
     if st.start_time is None:
+        tools = resolve_tools(state)
+        if isinstance(tools, Refusal):
+            return fail(state, now, tools.reason, tools.message)
+        if isinstance(tools, NotYet):
+            return Wait(later(now, RETRY_SECONDS), tools.why)
         patch = status.start(state, now)
+        if server_refs(state):
+            patch["resolvedTools"] = [t.to_api() for t in tools]
         if spec.model.model_ref is not None and state.model is not None:
             # Fixed for the whole run: an edit of the AgentModel never changes a task in flight.
             patch["resolvedModel"] = state.model.to_api()

@@ -45,6 +45,8 @@ def definitions(
     """The ``tools`` parameter of a chat-completion request."""
     out = []
     for t in tools:
+        if t.tool_server_ref is not None:  # MCP tools: their servers define them
+            continue
         b = builtins.get(t.name) if t.http is None else None
         description = t.description or (b.description if b else "")
         parameters = t.parameters or (b.parameters if b else {"type": "object", "properties": {}})
@@ -57,6 +59,26 @@ def definitions(
     return out
 
 
+def call_name(call: dict[str, Any]) -> str:
+    """The name of the tool a call asks for ("" when the model gave none)."""
+    fn = call.get("function")
+    return str(fn.get("name", "")) if isinstance(fn, dict) else ""
+
+
+def call_arguments(call: dict[str, Any]) -> dict[str, Any] | ToolResult:
+    """A call's arguments as a JSON object, or the error to tell the model."""
+    fn = call.get("function")
+    raw = (fn.get("arguments") if isinstance(fn, dict) else None) or "{}"
+    try:
+        arguments = json.loads(raw) if isinstance(raw, str) else raw
+    except (ValueError, RecursionError) as e:
+        why = getattr(e, "msg", None) or type(e).__name__
+        return ToolResult(f"error: arguments are not valid JSON ({why}); send a JSON object", True)
+    if not isinstance(arguments, dict):
+        return ToolResult("error: arguments must be a JSON object", True)
+    return arguments
+
+
 async def execute(
     call: dict[str, Any],
     tools: tuple[ToolSpec, ...],
@@ -65,22 +87,14 @@ async def execute(
     session: aiohttp.ClientSession,
 ) -> ToolResult:
     """Run one tool call. Raises StepFailed (transient) when it should be retried."""
-    fn = call.get("function")
-    fn = fn if isinstance(fn, dict) else {}
-    name = str(fn.get("name", ""))
-    spec = next((t for t in tools if t.name == name), None)
+    name = call_name(call)
+    spec = next((t for t in tools if t.name == name and t.tool_server_ref is None), None)
     if spec is None:
-        available = ", ".join(t.name for t in tools) or "none"
+        available = ", ".join(t.name for t in tools if t.tool_server_ref is None) or "none"
         return ToolResult(f"error: unknown tool {name!r}; available tools: {available}", True)
-    raw = fn.get("arguments") or "{}"
-    try:
-        arguments = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as e:
-        return ToolResult(
-            f"error: arguments are not valid JSON ({e.msg}); send a JSON object", True
-        )
-    if not isinstance(arguments, dict):
-        return ToolResult("error: arguments must be a JSON object", True)
+    arguments = call_arguments(call)
+    if isinstance(arguments, ToolResult):
+        return arguments
     if spec.http is not None:
         return await _http(spec.http, name, arguments, ctx, session)
     builtin = builtins.get(name)

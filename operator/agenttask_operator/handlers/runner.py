@@ -26,13 +26,14 @@ from agenttask_operator.core.conversation import find_tool_call, request_message
 from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
-from agenttask_operator.core.status import finish, ts
+from agenttask_operator.core.status import apply, finish, ts
 from agenttask_operator.effects import faults, llm, tools
 from agenttask_operator.effects.kube import Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
-from agenttask_operator.handlers.context import Context
+from agenttask_operator.handlers.context import Context, sleep, until_stopped
+from agenttask_operator.handlers.mcptools import McpTools
 from agenttask_operator.models import (
     TERMINAL_PHASES,
     AgentTaskSpec,
@@ -44,6 +45,9 @@ from agenttask_operator.models import (
 )
 from agenttask_operator.models.agentmodel import PLURAL as AGENTMODELS
 from agenttask_operator.models.agentmodel import AgentModelSpec
+from agenttask_operator.models.task import ToolServer
+from agenttask_operator.models.toolserver import PLURAL as TOOLSERVERS
+from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolServerStatus
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +55,6 @@ log = logging.getLogger(__name__)
 def now() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
-
-
-async def _stopped(stopped: kopf.DaemonStopped) -> None:
-    await stopped.wait()
-
-
-async def sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float | None) -> None:
-    """Sleep for ``seconds`` (None: forever) or until stopped or woken by a change of the task."""
-    waiters = {asyncio.create_task(_stopped(stopped)), asyncio.create_task(wake.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
 
 
 async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) -> TaskState:
@@ -81,6 +71,19 @@ async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) ->
         if found is not None:
             am = AgentModelSpec.model_validate(found.get("spec") or {})
             agent_model = resolve(am, spec.model)
+    servers: dict[str, ToolServer] = {}
+    if status.resolved_tools is None and status.start_time is None:
+        for t in spec.tools:
+            server_ref = t.tool_server_ref
+            if server_ref is None or server_ref.name in servers:
+                continue
+            found = await ctx.kube.get_object(TOOLSERVERS, meta["namespace"], server_ref.name)
+            if found is not None:
+                servers[server_ref.name] = ToolServer(
+                    AgentToolServerSpec.model_validate(found.get("spec") or {}),
+                    AgentToolServerStatus.model_validate(found.get("status") or {}),
+                    int(found["metadata"].get("generation", 1)),
+                )
     return TaskState(
         namespace=meta["namespace"],
         name=meta["name"],
@@ -89,6 +92,7 @@ async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) ->
         spec=spec,
         status=status,
         agent_model=agent_model,
+        tool_servers=servers,
         transcript=store.entries,
         builtin_tools=frozenset(ctx.builtins),
         deleting="deletionTimestamp" in meta,
@@ -125,6 +129,7 @@ class TaskLoop:
         """Bind to one task (to one incarnation of it, when ``uid`` is given)."""
         self.ctx, self.namespace, self.name, self.uid = ctx, namespace, name, uid
         self.store: TranscriptStore | None = None
+        self.mcp = McpTools(ctx, namespace)
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and where the transcript is), fenced by resourceVersion."""
@@ -233,9 +238,11 @@ class TaskLoop:
         except Conflict:
             return
         await self._event(obj, action.event)
+        # The attempt sees the task as now stored: started, with what it resolved at start.
+        state = apply(state, action.intent)
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
         work = asyncio.create_task(self._attempt(state, step, action.timeout))
-        stop = asyncio.create_task(_stopped(stopped))
+        stop = asyncio.create_task(until_stopped(stopped))
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -313,7 +320,8 @@ class TaskLoop:
             base_url=access.base_url,
             credentials=await self._credentials(state, access),
             messages=request_messages(spec, state.transcript),
-            tools=tools.definitions(spec.tools, self.ctx.builtins),
+            tools=tools.definitions(spec.tools, self.ctx.builtins)
+            + await self.mcp.definitions(state.status.resolved_tools or ()),
             timeout_seconds=model.request_timeout_seconds or spec.step_timeout_seconds,
             iteration=step.iteration,
         )
@@ -341,9 +349,19 @@ class TaskLoop:
             tool_call_id=step.tool_call_id,
             workspace=self.ctx.settings.workspace,
         )
-        result = await tools.execute(
-            call, state.spec.tools, self.ctx.builtins, ctx, self.ctx.session
-        )
+        mcp_tools = {t.name: t for t in state.status.resolved_tools or ()}
+        resolved = mcp_tools.get(tools.call_name(call))
+        if resolved is not None:
+            arguments = tools.call_arguments(call)
+            result = (
+                arguments
+                if isinstance(arguments, tools.ToolResult)
+                else await self.mcp.call(resolved, arguments, ctx.idempotency_key)
+            )
+        else:
+            result = await tools.execute(
+                call, state.spec.tools, self.ctx.builtins, ctx, self.ctx.session
+            )
         return Entry(
             kind="Tool",
             iteration=step.iteration,

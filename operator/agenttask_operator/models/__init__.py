@@ -9,6 +9,7 @@ from agenttask_operator.models.spec import (
     ModelSpec,
     RetryPolicy,
     SecretKeyRef,
+    ToolServerRef,
     ToolSpec,
 )
 from agenttask_operator.models.status import (
@@ -17,6 +18,7 @@ from agenttask_operator.models.status import (
     Condition,
     Credential,
     ModelAccess,
+    ResolvedTool,
     Step,
     TranscriptInfo,
     Usage,
@@ -38,10 +40,12 @@ __all__ = [
     "ModelRef",
     "ModelSpec",
     "OperatorPolicy",
+    "ResolvedTool",
     "RetryPolicy",
     "SecretKeyRef",
     "Step",
     "TaskState",
+    "ToolServerRef",
     "ToolSpec",
     "TranscriptInfo",
     "Usage",

@@ -78,13 +78,26 @@ class HttpToolSpec(Model):
     timeout_seconds: TimeoutSeconds = 30.0
 
 
+class ToolServerRef(Model):
+    """Tools of an ``AgentToolServer`` (MCP) in the task's namespace: ``tools`` (empty: all)."""
+
+    name: str
+    tools: tuple[str, ...] = ()
+
+
 class ToolSpec(Model):
-    """A tool: a built-in of the operator's registry (name only) or an HTTP tool."""
+    """A tool: a built-in (name only), an HTTP tool, or the tools of an MCP server."""
 
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     http: HttpToolSpec | None = None
+    tool_server_ref: ToolServerRef | None = None
+
+    @property
+    def builtin(self) -> bool:
+        """Whether this names a built-in of the operator (neither HTTP nor MCP)."""
+        return self.http is None and self.tool_server_ref is None
 
 
 class RetryPolicy(Model):

@@ -64,6 +64,14 @@ class ModelAccess(Model):
     credential: Credential
 
 
+class ResolvedTool(Model):
+    """An MCP tool a task may use, fixed when it starts: its server and its schema's digest."""
+
+    name: str
+    server: str
+    input_schema_digest: str
+
+
 class TranscriptInfo(Model):
     """Where the transcript is and how much of it there is."""
 
@@ -96,6 +104,7 @@ class AgentTaskStatus(Model):
     current_step: Step | None = None
     model: ModelAccess | None = None
     resolved_model: ModelSpec | None = None  # what spec.model.modelRef named, fixed at start
+    resolved_tools: tuple[ResolvedTool, ...] | None = None  # the MCP tools, fixed at start
     transcript: TranscriptInfo = TranscriptInfo()
 
     @property

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agenttask_operator.models.policy import OperatorPolicy
 from agenttask_operator.models.spec import AgentTaskSpec, ModelSpec
 from agenttask_operator.models.status import AgentTaskStatus
+from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolServerStatus
 from agenttask_operator.models.transcript import Entry
+
+
+@dataclass(frozen=True)
+class ToolServer:
+    """An AgentToolServer as read: what it is and what its last discovery found."""
+
+    spec: AgentToolServerSpec
+    status: AgentToolServerStatus
+    generation: int = 1
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,9 @@ class TaskState:
     # The AgentModel that spec.model.modelRef names, as read now (None: no such object); read
     # only while the task has not stored what it resolved (status.resolvedModel).
     agent_model: ModelSpec | None = None
+    # The AgentToolServers that spec.tools name (those that exist), as read now: only while the
+    # task has not stored what it resolved (status.resolvedTools).
+    tool_servers: Mapping[str, ToolServer] = field(default_factory=dict)
 
     @property
     def model(self) -> ModelSpec | None:
