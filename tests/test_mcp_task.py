@@ -94,6 +94,31 @@ async def test_a_task_calls_a_tool_of_server_everything(
     assert "42" in entries[1]["message"]["content"] and not entries[1].get("isError")
 
 
+async def test_a_task_calls_a_stdio_server_bridged_by_mcp_proxy(
+    api: client.ApiClient,
+    namespace: str,
+    fake: FakeServer,
+    time_server: ServerProcess,
+    operator: OperatorProcess,
+) -> None:
+    """The way users bridge stdio-only servers: mcp-server-time behind mcp-proxy."""
+    operator.start()
+    await tool_server(api, namespace, "time", time_server.url)
+    fake.llm = calls(("call_t", "get_current_time", {"timezone": "UTC"}))
+    spec = {
+        "input": "what time is it?",
+        "model": {"name": "m"},
+        "tools": [
+            {"name": "time", "toolServerRef": {"name": "time", "tools": ["get_current_time"]}}
+        ],
+    }
+    await create_task(api, namespace, "clock", spec)
+    st = (await wait_phase(api, namespace, "clock"))["status"]
+    assert st["phase"] == "Succeeded", st
+    assert '"timezone":"UTC"' in st["result"].replace(" ", "")
+    assert [t["name"] for t in st["resolvedTools"]] == ["get_current_time"]
+
+
 async def test_every_mcp_call_carries_the_idempotency_key_and_bad_arguments_never_leave(
     api: client.ApiClient,
     namespace: str,
