@@ -133,9 +133,13 @@ async def test_three_mib_transcript(
     fake.llm = model
     fake.tools["t"] = lambda call, n: Reply(body=big)
     operator.start()
-    await create_task(
-        api, namespace, "big", {"input": "x", "model": {"name": "m"}, "tools": [http_tool(fake)]}
-    )
+    spec = {
+        "input": "x",
+        "model": {"name": "m"},
+        "tools": [http_tool(fake)],
+        "toolResultMaxChars": 1_000_000,  # the model sees each whole result
+    }
+    await create_task(api, namespace, "big", spec)
     obj = await wait_phase(api, namespace, "big", within=120)
     st = obj["status"]
     assert st["phase"] == "Succeeded", st

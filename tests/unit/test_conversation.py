@@ -259,3 +259,17 @@ def test_project_ignores_llm_entries_without_usage() -> None:
 def test_usage_addition() -> None:
     assert u(1, 2) + u(10, 20, 31) == Usage(prompt_tokens=11, completion_tokens=22, total_tokens=34)
     assert Usage() + Usage() == Usage()
+
+
+def test_a_long_tool_result_is_clipped_for_the_model_only() -> None:
+    big = "x" * 1000
+    transcript = [llm(1, call("c1", "t")), tool(1, "c1", big)]
+    spec = AgentTaskSpec.model_validate(
+        {"input": "hi", "model": {"name": "m"}, "toolResultMaxChars": 300}
+    )
+    sent = request_messages(spec, transcript)[-1]["content"]
+    assert sent.startswith("x" * 300) and "x" * 301 not in sent
+    assert "clipped: the result has 1000 characters, 300 are shown" in sent
+    assert transcript[1].message["content"] == big  # the transcript keeps it all
+    wide = spec.model_copy(update={"tool_result_max_chars": 1000})
+    assert request_messages(wide, transcript)[-1]["content"] == big

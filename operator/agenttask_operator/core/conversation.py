@@ -10,13 +10,29 @@ from agenttask_operator.models import AgentTaskSpec, Entry, Step, Usage
 
 
 def request_messages(spec: AgentTaskSpec, transcript: Sequence[Entry]) -> list[dict[str, Any]]:
-    """The messages of the next LLM request: system prompt, user input, then the transcript."""
+    """The messages of the next LLM request: system prompt, user input, then the transcript.
+
+    A tool result longer than ``spec.toolResultMaxChars`` is clipped in what the model is
+    shown, with a note; the transcript keeps the whole of it.
+    """
     messages: list[dict[str, Any]] = []
     if spec.system_prompt:
         messages.append({"role": "system", "content": spec.system_prompt})
     messages.append({"role": "user", "content": spec.input})
-    messages.extend(e.message for e in transcript)
+    messages.extend(shown(e.message, spec.tool_result_max_chars) for e in transcript)
     return messages
+
+
+def shown(message: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``message`` as the model sees it: a tool result cut to ``limit`` characters, saying so."""
+    content = message.get("content")
+    if message.get("role") != "tool" or not isinstance(content, str) or len(content) <= limit:
+        return message
+    note = (
+        f"\n[… clipped: the result has {len(content)} characters, {limit} are shown; "
+        "the full result is in the task's transcript]"
+    )
+    return message | {"content": content[:limit] + note}
 
 
 @dataclass(frozen=True)

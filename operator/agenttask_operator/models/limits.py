@@ -49,6 +49,7 @@ TEMPERATURE = Range(0, 2)  # model.temperature, as the OpenAI API accepts it
 MAX_TOKENS = Range(1, 10_000_000)  # model.maxTokens: completion tokens of one LLM answer
 TOTAL_TOKENS = Range(1, 10**12)  # budget.maxTotalTokens: within int64, exact as a float64
 TOOL_CALLS = Range(0, 1_000_000)  # budget.maxToolCalls
+TOOL_RESULT_CHARS = Range(256, 8 * 1024 * 1024)  # toolResultMaxChars: of a result, to the model
 
 SPEC: Mapping[str, Range] = {
     "model.temperature": TEMPERATURE,
@@ -65,5 +66,6 @@ SPEC: Mapping[str, Range] = {
     "budget.maxTotalTokens": TOTAL_TOKENS,
     "budget.maxToolCalls": TOOL_CALLS,
     "ttlSecondsAfterFinished": TTL_SECONDS,
+    "toolResultMaxChars": TOOL_RESULT_CHARS,
 }
 """Every number of the spec, by its path in the CRD schema (``[]``: any item of a list)."""

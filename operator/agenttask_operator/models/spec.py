@@ -39,6 +39,7 @@ TtlSeconds = Annotated[float, _within(limits.TTL_SECONDS)]
 Temperature = Annotated[float, _within(limits.TEMPERATURE)]
 MaxTokens = Annotated[int, _within(limits.MAX_TOKENS)]
 TotalTokens = Annotated[int, _within(limits.TOTAL_TOKENS)]
+ToolResultChars = Annotated[int, _within(limits.TOOL_RESULT_CHARS)]
 ToolCalls = Annotated[int, _within(limits.TOOL_CALLS)]
 
 
@@ -130,3 +131,4 @@ class AgentTaskSpec(Model):
     budget: Budget = Budget()
     suspend: bool = False
     ttl_seconds_after_finished: TtlSeconds | None = None
+    tool_result_max_chars: ToolResultChars = 65536
