@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -114,3 +115,50 @@ async def transcript(api: client.ApiClient, namespace: str, uid: str) -> list[di
     )
     stream = "".join((c.data or {}).get("transcript.jsonl", "") for c in chunks)
     return [json.loads(line) for line in stream.splitlines() if line]
+
+
+async def create_object(
+    api: client.ApiClient, namespace: str, plural: str, kind: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """Create an object of one of our kinds (``agentmodels``/AgentModel …)."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    obj: dict[str, Any] = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, body
+    )
+    return obj
+
+
+async def get_object(
+    api: client.ApiClient, namespace: str, plural: str, name: str
+) -> dict[str, Any]:
+    """Read an object of one of our kinds."""
+    obj: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name
+    )
+    return obj
+
+
+def ready_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The object's ``Ready`` condition, if it has one."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), None)
+
+
+def kubectl(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the control plane's kubectl against ``cluster`` (a LocalCluster), not checked."""
+    return subprocess.run(
+        [str(cluster.kubectl), *args],
+        env={
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cluster.workdir),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from localcluster import LocalCluster
 
-from kubehelpers import GROUP, VERSION, eventually
+from kubehelpers import GROUP, VERSION, create_object, eventually, get_object, kubectl, ready_of
 from operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
@@ -28,20 +27,6 @@ PLURAL = "agentmodels"
 KEY_VALUE = "sk-agentmodel-do-not-leak-7f3a9c"
 FAST = {"AGENTTASK_AGENTMODEL_RECHECK_SECONDS": "0.5"}
 REF = {"name": "llm", "key": "apiKey"}
-
-
-def kubectl(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl), *args],
-        env={
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(cluster.workdir),
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -57,28 +42,11 @@ def agentmodel_crd(cluster: LocalCluster, crd: Path) -> None:
 async def create_model(
     api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "AgentModel",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    obj: dict[str, Any] = await client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
-    )
-    return obj
+    return await create_object(api, namespace, PLURAL, "AgentModel", name, spec)
 
 
 async def get_model(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return obj
-
-
-def ready_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == "Ready"), None)
+    return await get_object(api, namespace, PLURAL, name)
 
 
 async def wait_ready(

@@ -11,7 +11,15 @@ import pytest
 from kubernetes_asyncio import client
 
 from fakeopenai import FakeServer, Reply, completion, tool_messages
-from kubehelpers import create_task, eventually, transcript, wait_phase
+from kubehelpers import (
+    create_object,
+    create_task,
+    eventually,
+    get_object,
+    ready_of,
+    transcript,
+    wait_phase,
+)
 from mcpservers import LedgerServer, ServerProcess
 from operatorproc import OperatorProcess
 
@@ -22,23 +30,14 @@ async def tool_server(
     api: client.ApiClient, namespace: str, name: str, url: str, **spec: Any
 ) -> dict[str, Any]:
     """Create an AgentToolServer and wait until its first discovery is Ready."""
-    co = client.CustomObjectsApi(api)
-    body = {
-        "apiVersion": "agenttask.dev/v1alpha1",
-        "kind": "AgentToolServer",
-        "metadata": {"name": name},
-        "spec": {"url": url, **spec},
-    }
-    await co.create_namespaced_custom_object(
-        "agenttask.dev", "v1alpha1", namespace, "agenttoolservers", body
+    await create_object(
+        api, namespace, "agenttoolservers", "AgentToolServer", name, {"url": url, **spec}
     )
 
     async def ready() -> dict[str, Any] | None:
-        obj: dict[str, Any] = await co.get_namespaced_custom_object(
-            "agenttask.dev", "v1alpha1", namespace, "agenttoolservers", name
-        )
-        conds = (obj.get("status") or {}).get("conditions") or []
-        return obj if any(c["type"] == "Ready" and c["status"] == "True" for c in conds) else None
+        obj = await get_object(api, namespace, "agenttoolservers", name)
+        cond = ready_of(obj)
+        return obj if cond is not None and cond["status"] == "True" else None
 
     return await eventually(ready, within=60, what=f"AgentToolServer {name} Ready")
 

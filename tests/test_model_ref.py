@@ -15,7 +15,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from fakeopenai import FakeServer, Reply, completion
-from kubehelpers import create_task, wait_phase
+from kubehelpers import create_object, create_task, wait_phase
 from operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
@@ -32,15 +32,7 @@ def gateway() -> Iterator[FakeServer]:
 
 
 async def agent_model(api: client.ApiClient, namespace: str, spec: dict[str, Any]) -> None:
-    body = {
-        "apiVersion": "agenttask.dev/v1alpha1",
-        "kind": "AgentModel",
-        "metadata": {"name": "shared"},
-        "spec": spec,
-    }
-    await client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "agenttask.dev", "v1alpha1", namespace, "agentmodels", body
-    )
+    await create_object(api, namespace, "agentmodels", "AgentModel", "shared", spec)
 
 
 async def test_a_task_uses_an_agent_model_as_a_whole(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from localcluster import LocalCluster
 
 from agenttask_operator.core.toolserver import schema_digest
 from agenttask_operator.effects import mcp
-from kubehelpers import GROUP, VERSION, eventually
+from kubehelpers import GROUP, VERSION, create_object, eventually, get_object, kubectl, ready_of
 from mcpservers import LedgerServer, ServerProcess, free_port
 from operatorproc import OperatorProcess
 
@@ -31,20 +30,6 @@ pytestmark = pytest.mark.cluster
 
 PLURAL = "agenttoolservers"
 TOKEN = "mcp-token-do-not-leak-4b1d8e"
-
-
-def kubectl(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl), *args],
-        env={
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(cluster.workdir),
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -60,28 +45,11 @@ def toolserver_crd(cluster: LocalCluster, crd: Path) -> None:
 async def create_server(
     api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "AgentToolServer",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    obj: dict[str, Any] = await client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
-    )
-    return obj
+    return await create_object(api, namespace, PLURAL, "AgentToolServer", name, spec)
 
 
 async def get_server(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return obj
-
-
-def ready_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == "Ready"), None)
+    return await get_object(api, namespace, PLURAL, name)
 
 
 async def wait_ready(

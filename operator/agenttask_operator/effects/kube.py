@@ -56,15 +56,7 @@ class Kube:
 
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The AgentTask as stored now, or None if it is gone."""
-        try:
-            obj = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], obj)
+        return await self.get_object(PLURAL, namespace, name)
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """An object of another of our kinds (``agentmodels`` …), or None if there is none."""
