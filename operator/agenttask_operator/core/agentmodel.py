@@ -43,8 +43,8 @@ def readiness(namespace: str, spec: AgentModelSpec, lookup: SecretLookup | None)
         return Readiness(
             True,
             "NoSecret",
-            "no apiKeySecretRef: requests carry no key (the operator's own key goes only to "
-            "its default endpoint)",
+            "no apiKeySecretRef: requests carry no key, unless baseURL is the operator's "
+            "default endpoint (its own key goes there and nowhere else)",
         )
     secret = f"Secret {namespace}/{ref.name}"
     match lookup:
