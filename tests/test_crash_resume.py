@@ -142,3 +142,63 @@ async def test_finished_task_is_not_touched_after_restart(
     after = await get_task(api, namespace, "crash")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert (len(fake.requests), len(fake.deliveries)) == (requests, deliveries)
+
+
+async def test_restarts_never_use_up_the_retry_budget(
+    api: client.ApiClient, namespace: str, fake: FakeServer, operator: OperatorProcess
+) -> None:
+    """maxAttempts: 1, and the operator is killed three times while call_b runs: the task
+    still succeeds, call_b is delivered four times under one key, interruptions are counted.
+    """
+    fake.llm = three_step_model
+
+    def echo_hangs_three_times(call: ToolCall, n: int) -> Reply:
+        if call.body["toolCallId"] == "call_b" and n <= 3:
+            return HANG
+        return echo(call, n)
+
+    fake.tools["echo"] = echo_hangs_three_times
+    operator.start()
+    await create_task(api, namespace, "crash", spec_for(fake) | {"retry": {"maxAttempts": 1}})
+    for kill in range(1, 4):
+
+        async def delivered(k: int = kill) -> bool:
+            return bool(sum(d.body["toolCallId"] == "call_b" for d in fake.deliveries) >= k)
+
+        await eventually(delivered, within=60, what=f"call_b delivery {kill}")
+        operator.kill()
+        st = (await get_task(api, namespace, "crash"))["status"]
+        assert (st["currentStep"]["toolCallId"], st["attempts"]) == ("call_b", 1)
+        assert st.get("interruptions", 0) == kill - 1
+        operator.start()
+    deliveries = await check_outcome(api, namespace, fake)
+    assert deliveries == {"call_a": 1, "call_b": 4, "call_c": 1}
+    events = await client.CoreV1Api(api).list_namespaced_event(namespace)
+    interrupted = [e.message for e in events.items if e.reason == "Interrupted"]
+    assert len(interrupted) == 3 and "attempt 1 was interrupted (3 of 5 allowed)" in str(
+        interrupted
+    )
+
+
+async def test_a_step_that_keeps_killing_the_operator_fails_step_interrupted(
+    api: client.ApiClient, namespace: str, fake: FakeServer, operator: OperatorProcess
+) -> None:
+    fake.llm = three_step_model
+    fake.tools["echo"] = lambda call, n: (
+        HANG if call.body["toolCallId"] == "call_b" else echo(call, n)
+    )
+    operator.start()
+    spec = spec_for(fake) | {"maxInterruptions": 2}
+    await create_task(api, namespace, "crash", spec)
+    for kill in range(1, 4):
+
+        async def delivered(k: int = kill) -> bool:
+            return bool(sum(d.body["toolCallId"] == "call_b" for d in fake.deliveries) >= k)
+
+        await eventually(delivered, within=60, what=f"call_b delivery {kill}")
+        operator.kill()
+        operator.start()
+    st = (await wait_phase(api, namespace, "crash"))["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "StepInterrupted")
+    assert "tool call 'echo' (call_b) of iteration 1 was interrupted 2 time(s)" in st["error"]
+    assert sum(d.body["toolCallId"] == "call_b" for d in fake.deliveries) == 3

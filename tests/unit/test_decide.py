@@ -469,7 +469,9 @@ def test_stored_result_is_committed_even_when_suspended() -> None:
 
 def test_result_of_another_tool_call_does_not_count() -> None:
     transcript = [llm(1, call("c1", "check_disk"), call("c2", "clean_logs")), tool(1, "c2")]
-    status = running(transcript, current_step=tool_step(1, "c1", "check_disk"), attempts=1)
+    status = running(
+        transcript, current_step=tool_step(1, "c1", "check_disk"), attempts=1, next_retry_time=T0
+    )
     action = execute(decide(make_state(status=status, transcript=transcript), NOW))
     assert action.step.tool_call_id == "c1"
     assert action.attempt == 2
@@ -477,7 +479,7 @@ def test_result_of_another_tool_call_does_not_count() -> None:
 
 def test_llm_result_of_another_iteration_does_not_count() -> None:
     transcript = [llm(1, call("c1", "check_disk")), tool(1, "c1")]
-    status = running(transcript, current_step=llm_step(2), attempts=1)
+    status = running(transcript, current_step=llm_step(2), attempts=1, next_retry_time=T0)
     action = execute(decide(make_state(status=status, transcript=transcript), NOW))
     assert same_step(action.step, llm_step(2))
     assert action.attempt == 2
@@ -517,8 +519,8 @@ def test_tool_step_wait_names_the_tool() -> None:
 
 @pytest.mark.parametrize(
     "retry_at",
-    [None, NOW, NOW - timedelta(microseconds=1), NOW - timedelta(days=1)],
-    ids=["no-retry-time", "exactly-now", "just-passed", "long-passed"],
+    [NOW, NOW - timedelta(microseconds=1), NOW - timedelta(days=1)],
+    ids=["exactly-now", "just-passed", "long-passed"],
 )
 @pytest.mark.parametrize("attempts", [0, 1, 4])
 def test_step_runs_its_next_attempt(retry_at: datetime | None, attempts: int) -> None:
@@ -550,7 +552,9 @@ def test_in_flight_step_without_start_time_gets_now() -> None:
 
 def test_tool_step_intent_carries_the_tool() -> None:
     transcript = [llm(1, call("c1", "check_disk"))]
-    status = running(transcript, current_step=tool_step(1, "c1", "check_disk"), attempts=1)
+    status = running(
+        transcript, current_step=tool_step(1, "c1", "check_disk"), attempts=1, next_retry_time=T0
+    )
     action = execute(decide(make_state(status=status, transcript=transcript), NOW))
     assert action.intent["currentStep"] == {
         "kind": "Tool",
@@ -564,7 +568,9 @@ def test_tool_step_intent_carries_the_tool() -> None:
 
 @pytest.mark.parametrize(("max_attempts", "attempts"), [(1, 1), (5, 5), (5, 6), (3, 100)])
 def test_attempts_exhausted_fail_the_task(max_attempts: int, attempts: int) -> None:
-    status = running(current_step=llm_step(2), attempts=attempts, last_error="HTTP 503: busy")
+    status = running(
+        current_step=llm_step(2), attempts=attempts, last_error="HTTP 503: busy", next_retry_time=T0
+    )
     state = make_state(status=status, retry=RetryPolicy(max_attempts=max_attempts))
     action = write(decide(state, NOW))
     patch = action.patch
@@ -580,14 +586,39 @@ def test_attempts_exhausted_fail_the_task(max_attempts: int, attempts: int) -> N
     assert after(state, action).current_step is None
 
 
-def test_attempts_exhausted_without_recorded_error_says_interrupted() -> None:
-    status = running(current_step=llm_step(1), attempts=5)
-    patch = write(decide(make_state(status=status), NOW)).patch
-    assert patch["message"].endswith("last error: interrupted")
+@pytest.mark.parametrize("attempts", [1, 5])
+def test_an_interrupted_attempt_runs_again_without_using_up_attempts(attempts: int) -> None:
+    """An intent without an outcome: the operator stopped while the attempt ran."""
+    status = running(current_step=llm_step(1), attempts=attempts, interruptions=1)
+    action = execute(decide(make_state(status=status), NOW))
+    assert action.attempt == attempts  # the same attempt, even the last one allowed
+    assert action.intent["attempts"] == attempts
+    assert action.intent["interruptions"] == 2
+    assert action.event is not None and action.event.reason == "Interrupted"
+    assert "attempt " + str(attempts) + " was interrupted (2 of 5 allowed)" in action.event.message
+
+
+def test_a_step_that_keeps_getting_interrupted_fails_step_interrupted() -> None:
+    status = running(current_step=tool_step(1, "c1", "check_disk"), attempts=2, interruptions=3)
+    transcript = [llm(1, call("c1", "check_disk"))]
+    state = make_state(status=status, transcript=transcript, max_interruptions=3)
+    patch = write(decide(state, NOW)).patch
+    assert (patch["phase"], patch["reason"]) == ("Failed", "StepInterrupted")
+    assert "tool call 'check_disk' (c1) of iteration 1 was interrupted 3 time(s)" in patch["error"]
+    assert "maxInterruptions=3" in patch["error"]
+
+
+def test_a_commit_forgets_the_interruptions_of_the_step_before() -> None:
+    transcript = [llm(1, call("c1", "check_disk")), tool(1, "c1")]
+    status = running(
+        transcript[:1], current_step=tool_step(1, "c1", "check_disk"), attempts=1, interruptions=2
+    )
+    state = make_state(status=status, transcript=transcript)
+    assert after(state, decide(state, NOW)).interruptions == 0
 
 
 def test_one_below_max_attempts_still_runs() -> None:
-    status = running(current_step=llm_step(1), attempts=4, last_error="x")
+    status = running(current_step=llm_step(1), attempts=4, last_error="x", next_retry_time=T0)
     assert execute(decide(make_state(status=status), NOW)).attempt == 5
 
 
@@ -1292,7 +1323,7 @@ def test_resume_after_crash_between_intent_and_result_runs_the_step_again() -> N
     transcript = [llm(1, call("a", "check_disk"), call("b", "echo"))]
     crashed = running(transcript, current_step=tool_step(1, "a", "check_disk"), attempts=1)
     final, log = run_loop(make_state(status=crashed, transcript=transcript))
-    assert executed(log)[0] == "exec:Tool(a):1:2"
+    assert executed(log)[0] == "exec:Tool(a):1:1"  # the interrupted attempt, again
     assert final.status.phase == "Succeeded"
 
 

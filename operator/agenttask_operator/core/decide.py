@@ -16,7 +16,9 @@ matters whether this is a creation, an update or a resume after a crash:
    wait for a server's first discovery), then start, storing what ``modelRef`` and
    ``toolServerRef`` resolved to;
    past ``activeDeadlineSeconds`` → Failed ``DeadlineExceeded``;
-6. a step in flight without result: wait for its retry time, give up after ``maxAttempts``
+6. a step in flight without result: wait for its retry time; an attempt interrupted (intent
+   stored, no outcome) runs again under the same number — not counted against ``maxAttempts`` —
+   up to ``maxInterruptions`` times (``StepInterrupted``); give up after ``maxAttempts``
    (``RetriesExhausted``), or run the next attempt (an LLM step's intent also records in
    ``status.model`` where requests go and with which credential, when that changes);
 7. otherwise the next step: a tool call without result, the next LLM request (at most
@@ -45,7 +47,7 @@ from agenttask_operator.core.tooling import (
     resolve_tools,
     server_refs,
 )
-from agenttask_operator.models import Step, TaskState
+from agenttask_operator.models import AgentTaskStatus, Step, TaskState
 
 
 def describe(step: Step) -> str:
@@ -146,9 +148,10 @@ def decide(state: TaskState, now: datetime) -> Action:
     if step is not None:
         if st.next_retry_time is not None and now < st.next_retry_time:
             return Wait(st.next_retry_time, f"retry {describe(step)}")
-        if st.attempts >= spec.retry.max_attempts:
-            last = st.last_error or "interrupted"
-            msg = f"{describe(step)} failed {st.attempts} time(s); last error: {last}"
+        if interrupted(st):
+            return _after_interruption(state, step, now)
+        if st.attempts >= spec.retry.max_attempts:  # on_failure ends such tasks already
+            msg = f"{describe(step)} failed {st.attempts} time(s); last error: {st.last_error}"
             return fail(state, now, "RetriesExhausted", msg)
         return _execute(state, step, st.attempts + 1, now)
 
@@ -170,6 +173,39 @@ def decide(state: TaskState, now: datetime) -> Action:
         return fail(state, now, "BudgetExceeded", over)
     started = now.replace(microsecond=0)  # as persisted: status timestamps have seconds
     return _execute(state, nxt.model_copy(update={"start_time": started}), 1, now)
+
+
+def interrupted(st: AgentTaskStatus) -> bool:
+    """Whether the attempt in flight was interrupted: its intent is stored, no outcome is.
+
+    A failed attempt records ``nextRetryTime`` (or ends the task); a stored result is committed
+    before this is asked. So an intent alone means the operator stopped (or lost the task)
+    while the attempt ran: a restart, a rollout, a crash — not a failure of the step.
+    """
+    return st.current_step is not None and st.attempts >= 1 and st.next_retry_time is None
+
+
+def _after_interruption(state: TaskState, step: Step, now: datetime) -> Action:
+    """Run the interrupted attempt again, under the same number: an interruption is not a failed
+    attempt and never uses up ``retry.maxAttempts``. Past ``maxInterruptions`` of the same
+    step it may be the step that stops the operator (a poison pill): ``StepInterrupted``.
+    """  # noqa: D205
+    st, limit = state.status, state.spec.max_interruptions
+    n = st.interruptions + 1
+    if n > limit:
+        msg = (
+            f"{describe(step)} was interrupted {st.interruptions} time(s) (maxInterruptions="
+            f"{limit}): the operator stopped or lost the task each time it ran; it may be what "
+            f"stops the operator (attempt {st.attempts}, "
+            f"started {status.ts(step.start_time or now)})"
+        )
+        return fail(state, now, "StepInterrupted", msg)
+    action = _execute(state, step, max(st.attempts, 1), now)
+    why = f"{describe(step)}, attempt {st.attempts} was interrupted ({n} of {limit} allowed)"
+    event = Event("Warning", "Interrupted", f"{why}; running it again")
+    return Execute(
+        action.step, action.attempt, action.intent | {"interruptions": n}, action.timeout, event
+    )
 
 
 def _execute(state: TaskState, step: Step, attempt: int, now: datetime) -> Execute:

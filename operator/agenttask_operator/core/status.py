@@ -86,7 +86,7 @@ def intent(state: TaskState, step: Step, attempt: int, now: datetime) -> dict[st
 
 def commit(state: TaskState, projection: Projection) -> dict[str, Any]:
     """The step's result is in the transcript: clear the step and update the counters."""
-    return {
+    patch: dict[str, Any] = {
         "currentStep": None,
         "attempts": 0,
         "nextRetryTime": None,
@@ -96,6 +96,9 @@ def commit(state: TaskState, projection: Projection) -> dict[str, Any]:
         "usage": projection.usage.to_api(),
         "observedGeneration": state.generation,
     }
+    if state.status.interruptions:  # the step they counted is done
+        patch["interruptions"] = None
+    return patch
 
 
 def retry_later(attempt: int, error: str, at: datetime) -> dict[str, Any]:

@@ -40,6 +40,7 @@ Temperature = Annotated[float, _within(limits.TEMPERATURE)]
 MaxTokens = Annotated[int, _within(limits.MAX_TOKENS)]
 TotalTokens = Annotated[int, _within(limits.TOTAL_TOKENS)]
 ToolResultChars = Annotated[int, _within(limits.TOOL_RESULT_CHARS)]
+Interruptions = Annotated[int, _within(limits.INTERRUPTIONS)]
 ToolCalls = Annotated[int, _within(limits.TOOL_CALLS)]
 
 
@@ -132,3 +133,4 @@ class AgentTaskSpec(Model):
     suspend: bool = False
     ttl_seconds_after_finished: TtlSeconds | None = None
     tool_result_max_chars: ToolResultChars = 65536
+    max_interruptions: Interruptions = 5

@@ -92,6 +92,7 @@ class AgentTaskStatus(Model):
     tool_calls: int = 0
     attempts: int = 0
     internal_errors: int = 0
+    interruptions: int = 0  # of the step in flight: the operator stopped while it ran
     next_retry_time: Time | None = None
     last_error: str | None = None
     start_time: Time | None = None
