@@ -118,20 +118,8 @@ class Kube:
 
         Other API errors (429, 5xx, …) are raised: the caller keeps what it knew and retries.
         """
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return SecretLookup.NOT_FOUND
-            if e.status == 403:
-                return SecretLookup.FORBIDDEN
-            raise
-        data = secret.data or {}
-        if key not in data:
-            return SecretLookup.NO_KEY
-        if not base64.b64decode(data[key]).strip():
-            return SecretLookup.EMPTY
-        return SecretLookup.FOUND
+        lookup, _ = await self.secret_value(namespace, name, key)
+        return lookup
 
     # --- ConfigMaps (transcript chunks) ---
 

@@ -21,9 +21,10 @@ from typing import Any
 import jsonschema
 
 from agenttask_operator.core.errors import Failure
-from agenttask_operator.core.toolserver import schema_digest, secret_problem
+from agenttask_operator.core.toolserver import Problem, schema_digest, secret_problem
 from agenttask_operator.core.urls import host_allowed
 from agenttask_operator.effects import mcp
+from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.tools import ToolResult
 from agenttask_operator.handlers.context import Context
@@ -58,15 +59,10 @@ class McpTools:
 
     async def headers(self, spec: AgentToolServerSpec) -> dict[str, str]:
         """The server's headers, their values read from Secrets of the task's namespace."""
-        out: dict[str, str] = {}
-        for header in spec.headers_from:
-            ref = header.secret_key_ref
-            lookup, value = await self.ctx.kube.secret_value(self.namespace, ref.name, ref.key)
-            problem = secret_problem(self.namespace, header, lookup, value)
-            if problem is not None:
-                raise StepFailed(Failure(problem.message, True, "SecretUnavailable"))
-            out[header.name] = header.prefix + (value or "")
-        return out
+        found = await server_headers(self.ctx.kube, self.namespace, spec)
+        if isinstance(found, Problem):
+            raise StepFailed(Failure(found.message, True, "SecretUnavailable"))
+        return found
 
     async def tool(self, resolved: ResolvedTool) -> tuple[AgentToolServerSpec, McpTool]:
         """The server and the listed tool, checked against what the task resolved."""
@@ -110,6 +106,23 @@ class McpTools:
         return await mcp.call_tool(
             spec.url, headers, spec.timeout_seconds, resolved.name, arguments, idempotency_key
         )
+
+
+async def server_headers(
+    kube: Kube, namespace: str, spec: AgentToolServerSpec
+) -> dict[str, str] | Problem:
+    """An AgentToolServer's headers, their values read from Secrets of ``namespace``, or why
+    one cannot be had (the value itself is never quoted).
+    """  # noqa: D205
+    out: dict[str, str] = {}
+    for header in spec.headers_from:
+        ref = header.secret_key_ref
+        lookup, value = await kube.secret_value(namespace, ref.name, ref.key)
+        problem = secret_problem(namespace, header, lookup, value)
+        if problem is not None:
+            return problem
+        out[header.name] = header.prefix + (value or "")
+    return out
 
 
 def schema_error(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:

@@ -28,6 +28,7 @@ from agenttask_operator.effects import mcp
 from agenttask_operator.effects.kube import GROUP, VERSION
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.handlers.context import Context, sleep
+from agenttask_operator.handlers.mcptools import server_headers
 from agenttask_operator.models.toolserver import (
     KIND,
     PLURAL,
@@ -144,14 +145,9 @@ class RefreshLoop:
     async def _discover(
         self, spec: AgentToolServerSpec
     ) -> tuple[Discovery | None, core.Problem | None]:
-        headers: dict[str, str] = {}
-        for header in spec.headers_from:
-            ref = header.secret_key_ref
-            lookup, value = await self.ctx.kube.secret_value(self.namespace, ref.name, ref.key)
-            problem = core.secret_problem(self.namespace, header, lookup, value)
-            if problem is not None:
-                return None, problem
-            headers[header.name] = header.prefix + (value or "")
+        headers = await server_headers(self.ctx.kube, self.namespace, spec)
+        if isinstance(headers, core.Problem):
+            return None, headers
         try:
             return await mcp.list_tools(spec.url, headers, spec.timeout_seconds), None
         except StepFailed as e:
