@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +14,7 @@ from kubernetes_asyncio import client
 from localcluster import REPO, LocalCluster
 
 from fakeopenai import FakeServer
-from kubehelpers import api_client, new_namespace
+from kubehelpers import api_client, kubectl, new_namespace
 from mcpservers import everything, ledger, time_server  # noqa: F401 - fixtures
 from operatorproc import OperatorProcess, operator_env
 
@@ -62,28 +61,13 @@ async def namespace(api: client.ApiClient) -> str:
 @pytest.fixture(scope="session")
 def crd(cluster: LocalCluster) -> Path:
     """Every CRD of crds/ (AgentTask, AgentModel, …), applied with kubectl and Established."""
-    env = {
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(cluster.workdir),
-    }
-    kubectl = str(cluster.kubectl)
-    subprocess.run(
-        [kubectl, "apply", "-f", str(REPO / "crds")], env=env, check=True, capture_output=True
-    )
-    subprocess.run(
-        [
-            kubectl,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            str(REPO / "crds"),
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    crds = str(REPO / "crds")
+    for args in (
+        ("apply", "-f", crds),
+        ("wait", "--for=condition=Established", "--timeout=60s", "-f", crds),
+    ):
+        proc = kubectl(cluster, *args)
+        assert proc.returncode == 0, proc.stderr
     return REPO / "crds"
 
 

@@ -29,16 +29,6 @@ FAST = {"AGENTTASK_AGENTMODEL_RECHECK_SECONDS": "0.5"}
 REF = {"name": "llm", "key": "apiKey"}
 
 
-@pytest.fixture(scope="session")
-def agentmodel_crd(cluster: LocalCluster, crd: Path) -> None:
-    """The ``crd`` fixture applied all of crds/; wait until the AgentModel CRD is served."""
-    proc = kubectl(
-        cluster, "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/agentmodels.agenttask.dev",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-
-
 async def create_model(
     api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
@@ -88,7 +78,7 @@ async def everything_visible(
 
 
 async def test_ready_with_a_secret_that_has_the_key_and_no_write_while_steady(
-    api: client.ApiClient, namespace: str, agentmodel_crd: None, operator: OperatorProcess
+    api: client.ApiClient, namespace: str, crd: Path, operator: OperatorProcess
 ) -> None:
     await make_secret(api, namespace, {"apiKey": KEY_VALUE})
     operator.start(**FAST)
@@ -113,7 +103,7 @@ async def test_ready_with_a_secret_that_has_the_key_and_no_write_while_steady(
 
 
 async def test_a_secret_created_later_turns_it_ready_without_an_edit(
-    api: client.ApiClient, namespace: str, agentmodel_crd: None, operator: OperatorProcess
+    api: client.ApiClient, namespace: str, crd: Path, operator: OperatorProcess
 ) -> None:
     operator.start(**FAST)
     await create_model(api, namespace, "later", {"model": "m", "apiKeySecretRef": REF})
@@ -133,7 +123,7 @@ async def test_a_secret_created_later_turns_it_ready_without_an_edit(
 
 
 async def test_key_not_found_then_the_key_is_added(
-    api: client.ApiClient, namespace: str, agentmodel_crd: None, operator: OperatorProcess
+    api: client.ApiClient, namespace: str, crd: Path, operator: OperatorProcess
 ) -> None:
     await make_secret(api, namespace, {"other": KEY_VALUE})
     operator.start(**FAST)
@@ -149,7 +139,7 @@ async def test_key_not_found_then_the_key_is_added(
 
 
 async def test_no_secret_ref_is_ready_and_deletion_works(
-    api: client.ApiClient, namespace: str, agentmodel_crd: None, operator: OperatorProcess
+    api: client.ApiClient, namespace: str, crd: Path, operator: OperatorProcess
 ) -> None:
     operator.start()
     await create_model(
@@ -175,7 +165,7 @@ async def test_no_secret_ref_is_ready_and_deletion_works(
 
 
 async def test_a_spec_edit_is_checked_at_once_and_a_restart_catches_up(
-    api: client.ApiClient, namespace: str, agentmodel_crd: None, operator: OperatorProcess
+    api: client.ApiClient, namespace: str, crd: Path, operator: OperatorProcess
 ) -> None:
     # The default interval (60 s): what happens here is the update and resume handlers' work.
     await make_secret(api, namespace, {"apiKey": KEY_VALUE})
@@ -202,7 +192,7 @@ async def test_a_spec_edit_is_checked_at_once_and_a_restart_catches_up(
 async def test_kubectl_get_shows_the_printer_columns(
     api: client.ApiClient,
     namespace: str,
-    agentmodel_crd: None,
+    crd: Path,
     operator: OperatorProcess,
     cluster: LocalCluster,
 ) -> None:
@@ -270,7 +260,7 @@ LE, GE = "should be less than or equal to", "should be greater than or equal to"
     ],
 )
 async def test_crd_refuses_bad_input_naming_the_field(
-    api: client.ApiClient, namespace: str, agentmodel_crd: None, spec: dict[str, Any], expected: str
+    api: client.ApiClient, namespace: str, crd: Path, spec: dict[str, Any], expected: str
 ) -> None:
     with pytest.raises(ApiException) as err:
         await create_model(api, namespace, "bad", spec)
@@ -279,7 +269,7 @@ async def test_crd_refuses_bad_input_naming_the_field(
 
 
 async def test_crd_accepts_the_bounds_and_refuses_a_secret_namespace(
-    api: client.ApiClient, namespace: str, agentmodel_crd: None
+    api: client.ApiClient, namespace: str, crd: Path
 ) -> None:
     for i, (t, m, r) in enumerate([(0, 1, 1), (2, 10_000_000, 86_400)]):
         spec = {"model": "m", "temperature": t, "maxTokens": m, "requestTimeoutSeconds": r}

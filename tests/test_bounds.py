@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from crdschema import SPEC_SCHEMA, numbers_of
 from kubehelpers import GROUP, PLURAL, VERSION, task_body
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "crds" / "agenttask.dev_agenttasks.yaml").read_text())["spec"][
-    "versions"
-][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+SCHEMA = SPEC_SCHEMA
 
 GOOD: dict[str, Any] = {"input": "hello", "model": {"name": "m"}}
 # What a list item or object needs besides the number under test.
@@ -34,18 +31,6 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "tools[]": {"name": "t"},
     "tools[].http": {"url": "http://tool.invalid/"},
 }
-
-
-def numbers_of(schema: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(path, schema)`` of every number in ``schema``; ``[]`` stands for an item of a list."""
-    kind = schema.get("type")
-    if kind in ("integer", "number"):
-        yield path, dict(schema)
-    elif kind == "object":
-        for key, sub in (schema.get("properties") or {}).items():
-            yield from numbers_of(sub, f"{path}.{key}" if path else key)
-    elif kind == "array":
-        yield from numbers_of(schema["items"], f"{path}[]")
 
 
 NUMBERS = dict(numbers_of(SCHEMA))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from localcluster import REPO, LocalCluster
+
+from kubehelpers import kubectl
 
 pytestmark = pytest.mark.cluster
 
@@ -25,17 +26,7 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_is_valid(cluster: LocalCluster, crd: Path, namespace: str, path: Path) -> None:
-    proc = subprocess.run(
-        [str(cluster.kubectl), "apply", "--dry-run=server", "-n", namespace, "-f", str(path)],
-        env={
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(cluster.workdir),
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = kubectl(cluster, "apply", "--dry-run=server", "-n", namespace, "-f", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "(server dry run)" in proc.stdout
 

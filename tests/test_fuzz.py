@@ -13,13 +13,12 @@ import os
 import random
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 
+from crdschema import SPEC_SCHEMA
 from kubehelpers import create_task, wait_phase
 from malformed import CASES, trickle
 from operatorproc import OperatorProcess
@@ -27,7 +26,6 @@ from rawhttp import Raw, RawServer
 
 pytestmark = pytest.mark.cluster
 
-CRD = Path(__file__).resolve().parents[1] / "crds" / "agenttask.dev_agenttasks.yaml"
 SEED = int(os.environ.get("FUZZ_SEED", "20261125"))
 
 
@@ -36,12 +34,6 @@ def raw() -> Iterator[RawServer]:
     server = RawServer().start()
     yield server
     server.stop()
-
-
-def spec_schema() -> dict[str, Any]:
-    crd = yaml.safe_load(CRD.read_text())
-    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return schema["properties"]["spec"]["properties"]  # type: ignore[no-any-return]
 
 
 def maximum(props: dict[str, Any], *path: str) -> Any:
@@ -54,7 +46,7 @@ def at_bounds() -> dict[str, Any]:
     """A spec with every bounded number the CRD admits at its maximum, except the retry policy
     (a year of backoff would outlast the test): the operator must not trip over any of them.
     """
-    p = spec_schema()
+    p: dict[str, Any] = SPEC_SCHEMA["properties"]
     return {
         "maxIterations": maximum(p, "maxIterations"),
         "stepTimeoutSeconds": maximum(p, "stepTimeoutSeconds"),

@@ -32,16 +32,6 @@ PLURAL = "agenttoolservers"
 TOKEN = "mcp-token-do-not-leak-4b1d8e"
 
 
-@pytest.fixture(scope="session")
-def toolserver_crd(cluster: LocalCluster, crd: Path) -> None:
-    """The ``crd`` fixture applied all of crds/; wait until the AgentToolServer CRD is served."""
-    proc = kubectl(
-        cluster, "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/agenttoolservers.agenttask.dev",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-
-
 async def create_server(
     api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
@@ -96,7 +86,7 @@ async def test_server_everything_tools_land_in_status(
     api: client.ApiClient,
     cluster: LocalCluster,
     namespace: str,
-    toolserver_crd: None,
+    crd: Path,
     operator: OperatorProcess,
     everything: ServerProcess,
 ) -> None:
@@ -152,7 +142,7 @@ async def test_server_everything_tools_land_in_status(
 async def test_a_header_from_a_secret_reaches_the_server_and_nothing_else(
     api: client.ApiClient,
     namespace: str,
-    toolserver_crd: None,
+    crd: Path,
     operator: OperatorProcess,
     ledger: LedgerServer,
 ) -> None:
@@ -194,7 +184,7 @@ async def test_a_header_from_a_secret_reaches_the_server_and_nothing_else(
 async def test_a_missing_secret_then_a_missing_key_then_ready(
     api: client.ApiClient,
     namespace: str,
-    toolserver_crd: None,
+    crd: Path,
     operator: OperatorProcess,
     ledger: LedgerServer,
 ) -> None:
@@ -225,7 +215,7 @@ async def test_a_missing_secret_then_a_missing_key_then_ready(
 async def test_an_unreachable_server_is_not_ready_and_retried(
     api: client.ApiClient,
     namespace: str,
-    toolserver_crd: None,
+    crd: Path,
     operator: OperatorProcess,
 ) -> None:
     operator.start()
@@ -265,7 +255,7 @@ async def test_an_unreachable_server_is_not_ready_and_retried(
 async def test_a_url_off_the_allow_list_is_refused_without_connecting(
     api: client.ApiClient,
     namespace: str,
-    toolserver_crd: None,
+    crd: Path,
     operator: OperatorProcess,
     ledger: LedgerServer,
     everything: ServerProcess,
@@ -320,7 +310,7 @@ async def test_a_url_off_the_allow_list_is_refused_without_connecting(
     ],
 )  # fmt: skip
 async def test_the_crd_refuses_bad_input(
-    api: client.ApiClient, namespace: str, toolserver_crd: None, spec: dict[str, Any], says: str
+    api: client.ApiClient, namespace: str, crd: Path, spec: dict[str, Any], says: str
 ) -> None:
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -342,7 +332,7 @@ async def test_the_crd_refuses_bad_input(
 
 
 async def test_the_crd_accepts_a_full_spec_with_defaults(
-    api: client.ApiClient, namespace: str, toolserver_crd: None
+    api: client.ApiClient, namespace: str, crd: Path
 ) -> None:
     spec = {
         "url": "https://tools.example.com/mcp",

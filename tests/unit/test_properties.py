@@ -16,13 +16,12 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,14 +51,11 @@ from agenttask_operator.models import (
     limits,
 )
 from agenttask_operator.models.base import Model
+from crdschema import SPEC_SCHEMA, numbers_of
 
 M = TypeVar("M", bound=Model)
 
 REPO = Path(__file__).resolve().parents[2]
-CRD = yaml.safe_load((REPO / "crds" / "agenttask.dev_agenttasks.yaml").read_text())
-SPEC_SCHEMA: dict[str, Any] = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
-    "spec"
-]
 
 # Modest run time (a few seconds for the module): fewer examples where a whole task is drawn.
 # PROPERTY_SCALE=20 (environment) runs twenty times as many. No example database in the work
@@ -174,18 +170,6 @@ def from_schema(schema: Mapping[str, Any], beyond: bool) -> st.SearchStrategy[An
 
 SPECS = {beyond: from_schema(SPEC_SCHEMA, beyond) for beyond in (False, True)}
 RETRIES = {beyond: from_schema(SPEC_SCHEMA["properties"]["retry"], beyond) for beyond in SPECS}
-
-
-def numbers_of(schema: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(path, schema)`` of every number in ``schema``; ``[]`` stands for any item of a list."""
-    kind = schema.get("type")
-    if kind in ("integer", "number"):
-        yield path, dict(schema)
-    elif kind == "object":
-        for key, sub in (schema.get("properties") or {}).items():
-            yield from numbers_of(sub, f"{path}.{key}" if path else key)
-    elif kind == "array":
-        yield from numbers_of(schema["items"], f"{path}[]")
 
 
 def values_at(obj: Any, path: str) -> list[Any]:
