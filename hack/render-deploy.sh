@@ -49,7 +49,10 @@ for f in "$chart"/crds/*.yaml; do
   cat "$f"
   first=0
 done >"$out/crd.yaml"
-for f in serviceaccount clusterrole clusterrolebinding deployment; do
+# The admission policy on AgentToolApprovals (policy + binding) and the reviewers' ClusterRole
+# are cluster-scoped: kustomize's namespace does not apply to them.
+for f in serviceaccount clusterrole clusterrolebinding deployment validatingadmissionpolicy \
+  approver-clusterrole; do
   { echo "$header"; grep -v '^# Source: ' "$tmp/out/$release/templates/$f.yaml" | sed '1{/^---$/d}'; } >"$out/$f.yaml"
   resources+=("$f.yaml")
 done
@@ -57,7 +60,8 @@ done
   echo "$header"
   cat <<YAML
 # kubectl apply -k deploy/  installs the CRDs and the operator, which then runs the
-# AgentTasks of all namespaces. Other settings: use the Helm chart (docs/install.md).
+# AgentTasks of all namespaces, the admission policy on AgentToolApprovals and the
+# ClusterRole for reviewers. Other settings: use the Helm chart (docs/install.md).
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: $namespace

@@ -82,6 +82,8 @@ async def test_a_task_calls_a_tool_of_server_everything(
             "name": "get-sum",
             "server": "everything",
             "inputSchemaDigest": digest["inputSchemaDigest"],
+            "approval": "Never",  # the server marks it read-only
+            "onUnknownOutcome": "Redeliver",
         }
     ]
     # The model was offered exactly that tool, with the server's own schema.
@@ -134,7 +136,8 @@ async def test_every_mcp_call_carries_the_idempotency_key_and_bad_arguments_neve
     spec = {
         "input": "change",
         "model": {"name": "m"},
-        "tools": [{"name": "ledger", "toolServerRef": {"name": "ledger"}}],
+        # apply_change is destructive: without this, each call would wait for an approval
+        "tools": [{"name": "ledger", "toolServerRef": {"name": "ledger"}, "approval": "Never"}],
     }
     await create_task(api, namespace, "chg", spec)
     obj = await wait_phase(api, namespace, "chg")

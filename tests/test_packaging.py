@@ -47,6 +47,7 @@ LABELS = (
     "helm.sh/chart",
 )
 WATCHED = ["team-a", "team-b"]
+VAPS = "validatingadmissionpolicy,validatingadmissionpolicybinding"
 
 
 # --- the chart, without a cluster -----------------------------------------------------------
@@ -118,12 +119,21 @@ def test_rendered_objects(tmp_path: Path, watch: list[str]) -> None:
     objs = docs(helm_template(tmp_path, "ops", {"watchNamespaces": watch}, release="rel"))
     per_namespace = ["Role", "RoleBinding"] * len(watch)
     want = ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount", *per_namespace]
+    # AgentToolApprovals: the reviewers' ClusterRole and the admission policy on decidedBy.
+    approvals = {
+        ("ClusterRole", "rel-agenttask-operator-approver"),
+        ("ValidatingAdmissionPolicy", "rel-agenttask-operator-approval-decided-by"),
+        ("ValidatingAdmissionPolicyBinding", "rel-agenttask-operator-approval-decided-by"),
+    }
+    want += [kind for kind, _ in approvals]
     assert sorted(o["kind"] for o in objs) == sorted(want)
     assert sorted(o["metadata"]["namespace"] for o in objs if o["kind"] == "Role") == watch
     for o in objs:
         assert set(LABELS) <= labels_of(o).keys(), (o["kind"], labels_of(o))
         assert labels_of(o)["app.kubernetes.io/instance"] == "rel"
-        assert o["metadata"]["name"] == "rel-agenttask-operator"
+        if (o["kind"], o["metadata"]["name"]) not in approvals:
+            assert o["metadata"]["name"] == "rel-agenttask-operator"
+    objs = [o for o in objs if (o["kind"], o["metadata"]["name"]) not in approvals]
 
     deploy = only(objs, "Deployment")
     spec = deploy["spec"]
@@ -227,9 +237,11 @@ def test_egress_values_reach_the_operator_and_the_network_policy(tmp_path: Path)
 
 
 def test_read_secrets_can_be_turned_off(tmp_path: Path) -> None:
-    on = only(docs(helm_template(tmp_path, "ops")), "ClusterRole")
+    operator_role = ("templates/clusterrole.yaml",)
+    on = only(docs(helm_template(tmp_path, "ops", show_only=operator_role)), "ClusterRole")
+    off_values = {"rbac": {"readSecrets": False}}
     off = only(
-        docs(helm_template(tmp_path, "ops", {"rbac": {"readSecrets": False}})), "ClusterRole"
+        docs(helm_template(tmp_path, "ops", off_values, show_only=operator_role)), "ClusterRole"
     )
     assert any("secrets" in r["resources"] for r in on["rules"])
     assert not any("secrets" in r["resources"] for r in off["rules"])
@@ -440,7 +452,13 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(
         ]
         assert names(lc, home, "clusterrole,clusterrolebinding", "-l", sel) == [
             f"clusterrole.rbac.authorization.k8s.io/{full}",
+            f"clusterrole.rbac.authorization.k8s.io/{full}-approver",
             f"clusterrolebinding.rbac.authorization.k8s.io/{full}",
+        ]
+        assert names(lc, home, VAPS, "-l", sel) == [
+            f"validatingadmissionpolicy.admissionregistration.k8s.io/{full}-approval-decided-by",
+            f"validatingadmissionpolicybinding.admissionregistration.k8s.io/{full}"
+            "-approval-decided-by",
         ]
         roles = names(lc, home, "role,rolebinding", "-A", "-l", sel)
         assert len(roles) == 2 * len(watch)
@@ -455,6 +473,7 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(
     kinds = "serviceaccount,deployment,role,rolebinding,configmap,secret"
     assert names(lc, home, kinds, "-A", "-l", sel) == []
     assert names(lc, home, "clusterrole,clusterrolebinding", "-l", sel) == []
+    assert names(lc, home, VAPS, "-l", sel) == []
     assert names(lc, home, "secret", "-n", "agenttask-system", "-l", "owner=helm") == []
     assert helm(lc, home, "list", "-A", "-q").strip() == ""
     # By Helm's design the CRD stays (and with it every AgentTask): see docs/install.md.

@@ -92,6 +92,15 @@ runs the operator with exactly these rules.
 - apiGroups: ["agenttask.dev"]
   resources: ["agentmodels/status", "agenttoolservers/status"]
   verbs: ["patch"]
+# AgentToolApprovals (a reviewer's decision on a tool call a task waits for): kopf watches them
+# to wake the task a new one names; a waiting task lists its own (field selector spec.task).
+- apiGroups: ["agenttask.dev"]
+  resources: ["agenttoolapprovals"]
+  verbs: ["list", "watch"]
+# Their Accepted condition.
+- apiGroups: ["agenttask.dev"]
+  resources: ["agenttoolapprovals/status"]
+  verbs: ["patch"]
 # The transcript: ConfigMaps <task>-<uid8>-transcript-N, owned by their task. list: load it; create and
 # update: append; delete: drop a chunk left over by a torn append.
 - apiGroups: [""]

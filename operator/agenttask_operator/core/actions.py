@@ -4,7 +4,8 @@
 - ``WriteStatus``: write this merge patch to ``/status``, then decide again.
 - ``Wait``: sleep until ``until`` (None: until the task changes), then decide again.
 - ``Execute``: write ``intent`` to ``/status`` first, then run ``step`` (attempt ``attempt``,
-  for at most ``timeout`` seconds) and append its result to the transcript.
+  for at most ``timeout`` seconds) and append its result to the transcript; with ``result``
+  (a denied tool call), append that as the call's result (a tool error) instead of running it.
 - ``Delete``: delete the task (its ``ttlSecondsAfterFinished`` has passed).
 
 Writing actions may carry an ``Event`` to record on the task.
@@ -61,6 +62,7 @@ class Execute:
     intent: dict[str, Any]
     timeout: float
     event: Event | None = None
+    result: str | None = None
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ next step's intent, or the end), so that each step costs one status write.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from agenttask_operator.core import status
+from agenttask_operator.core import approval, status
 from agenttask_operator.core.actions import Action, Delete, Event, Execute, Noop, Wait, WriteStatus
 from agenttask_operator.core.conversation import Answer, next_step, project
 from agenttask_operator.core.credentials import model_access, refused_urls
@@ -153,7 +154,7 @@ def decide(state: TaskState, now: datetime) -> Action:
         if st.attempts >= spec.retry.max_attempts:  # on_failure ends such tasks already
             msg = f"{describe(step)} failed {st.attempts} time(s); last error: {st.last_error}"
             return fail(state, now, "RetriesExhausted", msg)
-        return _execute(state, step, st.attempts + 1, now)
+        return _gated(state, step, st.attempts + 1, now, rerun=False)
 
     if (st.iterations, st.tool_calls, st.usage) != (
         projection.iterations,
@@ -172,7 +173,7 @@ def decide(state: TaskState, now: datetime) -> Action:
     if over:
         return fail(state, now, "BudgetExceeded", over)
     started = now.replace(microsecond=0)  # as persisted: status timestamps have seconds
-    return _execute(state, nxt.model_copy(update={"start_time": started}), 1, now)
+    return _gated(state, nxt.model_copy(update={"start_time": started}), 1, now, rerun=False)
 
 
 def interrupted(st: AgentTaskStatus) -> bool:
@@ -200,12 +201,39 @@ def _after_interruption(state: TaskState, step: Step, now: datetime) -> Action:
             f"started {status.ts(step.start_time or now)})"
         )
         return fail(state, now, "StepInterrupted", msg)
-    action = _execute(state, step, max(st.attempts, 1), now)
+    rerun = False
+    rec = approval.record_for(state, step)
+    if step.kind == "Tool" and not (rec is not None and rec.decision == "Deny"):
+        # Whether the call took effect is unknown: the tool's onUnknownOutcome decides.
+        on_unknown = approval.policy(state, step.tool_name or "").on_unknown_outcome
+        if on_unknown == "Fail":
+            msg = (
+                f"{describe(step)} was interrupted (attempt {st.attempts}, started "
+                f"{status.ts(step.start_time or now)}): the operator stopped while it ran, so "
+                "whether it took effect is unknown, and its onUnknownOutcome is Fail"
+            )
+            return fail(state, now, "ToolOutcomeUnknown", msg)
+        rerun = on_unknown == "AskApproval"
+    action = _gated(state, step, max(st.attempts, 1), now, rerun=rerun)
+    if not isinstance(action, Execute):
+        return action  # waiting for a decision to run it again
     why = f"{describe(step)}, attempt {st.attempts} was interrupted ({n} of {limit} allowed)"
     event = Event("Warning", "Interrupted", f"{why}; running it again")
-    return Execute(
-        action.step, action.attempt, action.intent | {"interruptions": n}, action.timeout, event
-    )
+    return replace(action, intent=action.intent | {"interruptions": n}, event=event)
+
+
+def _gated(state: TaskState, step: Step, attempt: int, now: datetime, *, rerun: bool) -> Action:
+    """Execute ``step``, unless it is a tool call that must wait for a person's decision."""
+    if step.kind == "Tool":
+        gate = approval.gate(state, step, now, rerun=rerun)
+        if isinstance(gate, approval.Denied):
+            return replace(_execute(state, step, attempt, now), result=gate.message)
+        if isinstance(gate, WriteStatus) and (gate.patch.get("approval") or {}).get("decision"):
+            # A decision was just found: record it in the same write as what it leads to.
+            return _then(state, gate.patch, now, gate.why, gate.event)
+        if not isinstance(gate, approval.Proceed):
+            return gate
+    return _execute(state, step, attempt, now)
 
 
 def _execute(state: TaskState, step: Step, attempt: int, now: datetime) -> Execute:
@@ -225,7 +253,7 @@ def _then(
     """Write ``patch`` together with whatever comes right after it (an intent or the end)."""
     after = decide(status.apply(state, patch), now)
     if isinstance(after, Execute):
-        return Execute(after.step, after.attempt, patch | after.intent, after.timeout, event)
+        return replace(after, intent=patch | after.intent, event=event or after.event)
     if isinstance(after, WriteStatus) and "phase" in after.patch and event is None:
         return WriteStatus(patch | after.patch, f"{why}; {after.why}", after.event)
     return WriteStatus(dict(patch), why, event)

@@ -9,9 +9,13 @@ ones. Before the task starts:
 - ``Ready=False`` (unreachable, refused by the allow-list, a header Secret missing …) →
   ``ToolServerUnavailable``, with the server's own reason and message;
 - a named tool the server does not offer → ``UnknownTool``;
-- two sources offering the same name (inline tools, servers) → ``ToolNameConflict``.
+- two sources offering the same name (inline tools, servers) → ``ToolNameConflict``;
+- a tool name a model API cannot take (function names match ``^[a-zA-Z0-9_-]{1,64}$``; MCP
+  allows more, e.g. dots) → ``ToolNameInvalid``, before any request (the model server would
+  refuse every request that offers it).
 
-What was resolved — each tool's name, server and input-schema digest — is stored in
+What was resolved — each tool's name, server, input-schema digest, and its approval and
+unknown-outcome policy (``core.approval``) — is stored in
 ``status.resolvedTools`` with the start, so that a later edit of the AgentToolServer or a change
 of the server's tools never changes a task in flight: a tool whose schema changed is reported
 (``ToolServerChanged``) when the task next asks the server, not silently followed.
@@ -19,8 +23,10 @@ of the server's tools never changes a task in flight: a tool whose schema change
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from agenttask_operator.core.approval import mcp_policy
 from agenttask_operator.models import ResolvedTool, TaskState
 
 
@@ -40,6 +46,7 @@ class NotYet:
 
 
 RETRY_SECONDS = 5.0  # how soon to look again at a server not yet discovered
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # what chat-completion APIs accept
 
 
 def server_refs(state: TaskState) -> list[tuple[int, str, tuple[str, ...]]]:
@@ -86,14 +93,27 @@ def resolve_tools(state: TaskState) -> tuple[ResolvedTool, ...] | Refusal | NotY
             )
             return Refusal("UnknownTool", msg)
         for name in names or tuple(tools):
+            if not FUNCTION_NAME.fullmatch(name):
+                msg = (
+                    f"{where}: AgentToolServer {ns}/{server} offers a tool named {name!r}, which "
+                    f"cannot be offered to a model (function names match "
+                    f"{FUNCTION_NAME.pattern}): name the tools the task needs in "
+                    f"toolServerRef.tools, or leave it out with the AgentToolServer's toolFilter"
+                )
+                return Refusal("ToolNameInvalid", msg)
             source = f"AgentToolServer {server}"
             if name in offered_by:
                 msg = f"two tools named {name!r}: from {offered_by[name]} and from {source}"
                 return Refusal("ToolNameConflict", msg)
             offered_by[name] = source
+            needs, on_unknown = mcp_policy(state.spec.tools[i], found.spec, tools[name])
             resolved.append(
                 ResolvedTool(
-                    name=name, server=server, input_schema_digest=tools[name].input_schema_digest
+                    name=name,
+                    server=server,
+                    input_schema_digest=tools[name].input_schema_digest,
+                    approval=needs,
+                    on_unknown_outcome=on_unknown,
                 )
             )
     return tuple(resolved)

@@ -70,6 +70,15 @@ class Kube:
             raise
         return cast(dict[str, Any], obj)
 
+    async def list_objects(
+        self, plural: str, namespace: str, field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """The objects of one of our kinds in ``namespace`` (server-side ``field_selector``)."""
+        found = await self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, field_selector=field_selector
+        )
+        return cast(list[dict[str, Any]], found.get("items") or [])
+
     async def patch_status(
         self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
     ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import kopf
 
 from agenttask_operator.effects.kube import GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.registry import load_builtins
-from agenttask_operator.handlers import agentmodel, toolserver
+from agenttask_operator.handlers import agentmodel, approval, toolserver
 from agenttask_operator.handlers.context import Context, Settings, scrub_openai_environment
 from agenttask_operator.handlers.runner import TaskLoop
 from agenttask_operator.models import TERMINAL_PHASES
@@ -106,3 +106,4 @@ def register() -> None:
     )(agent_loop)
     agentmodel.register()
     toolserver.register()
+    approval.register()

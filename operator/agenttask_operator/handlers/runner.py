@@ -20,6 +20,7 @@ import kopf
 from pydantic import ValidationError
 
 from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, on_failure
+from agenttask_operator.core import approval as approvals
 from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.agentmodel import resolve
 from agenttask_operator.core.conversation import find_tool_call, request_messages
@@ -32,6 +33,7 @@ from agenttask_operator.effects.kube import Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
+from agenttask_operator.handlers import approval
 from agenttask_operator.handlers.context import Context, sleep, until_stopped
 from agenttask_operator.handlers.mcptools import McpTools
 from agenttask_operator.models import (
@@ -45,6 +47,7 @@ from agenttask_operator.models import (
 )
 from agenttask_operator.models.agentmodel import PLURAL as AGENTMODELS
 from agenttask_operator.models.agentmodel import AgentModelSpec
+from agenttask_operator.models.approval import Decision
 from agenttask_operator.models.task import ToolServer
 from agenttask_operator.models.toolserver import PLURAL as TOOLSERVERS
 from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolServerStatus
@@ -84,6 +87,11 @@ async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) ->
                     AgentToolServerStatus.model_validate(found.get("status") or {}),
                     int(found["metadata"].get("generation", 1)),
                 )
+    pending = status.approval is not None and status.approval.decision is None
+    decisions: tuple[Decision, ...] = ()
+    if pending and status.phase not in TERMINAL_PHASES:  # the decisions on the waiting call
+        decisions = await approval.decisions(ctx.kube, meta["namespace"], meta["name"])
+    created = meta.get("creationTimestamp")
     return TaskState(
         namespace=meta["namespace"],
         name=meta["name"],
@@ -93,6 +101,8 @@ async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) ->
         status=status,
         agent_model=agent_model,
         tool_servers=servers,
+        approvals=decisions,
+        created=approval.parse_time(created) if created else None,
         transcript=store.entries,
         builtin_tools=frozenset(ctx.builtins),
         deleting="deletionTimestamp" in meta,
@@ -218,7 +228,9 @@ class TaskLoop:
                 await self._record(obj, action.patch, action.event)
             except Conflict:
                 return False
+            await self._mark(apply(state, action.patch), obj)
         elif isinstance(action, Wait):
+            await self._mark(state, obj)
             delay = (
                 None if action.until is None else max((action.until - now()).total_seconds(), 0.0)
             )
@@ -240,8 +252,9 @@ class TaskLoop:
         await self._event(obj, action.event)
         # The attempt sees the task as now stored: started, with what it resolved at start.
         state = apply(state, action.intent)
+        await self._mark(state, obj)
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
-        work = asyncio.create_task(self._attempt(state, step, action.timeout))
+        work = asyncio.create_task(self._attempt(state, step, action.timeout, action.result))
         stop = asyncio.create_task(until_stopped(stopped))
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -268,11 +281,21 @@ class TaskLoop:
             return
         await faults.checkpoint(f"after-append:{step.kind}:{step.iteration}")
 
-    async def _attempt(self, state: TaskState, step: Step, limit: float) -> Entry:
+    async def _mark(self, state: TaskState, obj: dict[str, Any]) -> None:
+        """Mark the AgentToolApprovals that ``state`` (as stored now) applied or refused."""
+        for m in approvals.marks(state):
+            await approval.mark(self.ctx.kube, self.namespace, m, obj)
+
+    async def _attempt(
+        self, state: TaskState, step: Step, limit: float, result: str | None = None
+    ) -> Entry:
         """One attempt. Whatever goes wrong in it is a failed attempt (StepFailed), never an
         exception that ends the loop: an unexpected one is recorded with its type and message
-        and retried like any transient failure.
+        and retried like any transient failure. ``result``: a denied call's tool error, stored
+        as its result without running it.
         """  # noqa: D205
+        if result is not None:
+            return self._tool_entry(state, step, tools.ToolResult(result, True))
         try:
             async with asyncio.timeout(limit):
                 if step.kind == "LLM":
@@ -362,6 +385,10 @@ class TaskLoop:
             result = await tools.execute(
                 call, state.spec.tools, self.ctx.builtins, ctx, self.ctx.session
             )
+        return self._tool_entry(state, step, result)
+
+    def _tool_entry(self, state: TaskState, step: Step, result: tools.ToolResult) -> Entry:
+        """A tool call's result as stored, with who decided that it ran, if anyone did."""
         return Entry(
             kind="Tool",
             iteration=step.iteration,
@@ -369,6 +396,7 @@ class TaskLoop:
             message={"role": "tool", "tool_call_id": step.tool_call_id, "content": result.content},
             is_error=result.is_error,
             time=now(),
+            approval=approvals.note(state, step),
         )
 
     async def _append(self, entry: Entry, step: Step) -> None:

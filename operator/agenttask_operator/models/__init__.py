@@ -15,6 +15,7 @@ from agenttask_operator.models.spec import (
 from agenttask_operator.models.status import (
     TERMINAL_PHASES,
     AgentTaskStatus,
+    ApprovalRecord,
     Condition,
     Credential,
     ModelAccess,
@@ -31,6 +32,7 @@ __all__ = [
     "TERMINAL_PHASES",
     "AgentTaskSpec",
     "AgentTaskStatus",
+    "ApprovalRecord",
     "Budget",
     "Condition",
     "Credential",

@@ -69,5 +69,6 @@ SPEC: Mapping[str, Range] = {
     "ttlSecondsAfterFinished": TTL_SECONDS,
     "toolResultMaxChars": TOOL_RESULT_CHARS,
     "maxInterruptions": INTERRUPTIONS,
+    "approval.timeoutSeconds": DEADLINE_SECONDS,
 }
 """Every number of the spec, by its path in the CRD schema (``[]``: any item of a list)."""

@@ -7,7 +7,7 @@ existed is read at the bound, so no later date or timeout computation can overfl
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidatorFunctionWrapHandler, WrapValidator
 
@@ -87,14 +87,26 @@ class ToolServerRef(Model):
     tools: tuple[str, ...] = ()
 
 
+Approval = Literal["Required", "Never"]
+"""A task's explicit approval setting for a tool entry (unset: the server's policy, or none)."""
+OnUnknownOutcome = Literal["Redeliver", "Fail", "AskApproval"]
+"""What to do with a tool call in flight when the operator stopped (its outcome is unknown)."""
+
+
 class ToolSpec(Model):
-    """A tool: a built-in (name only), an HTTP tool, or the tools of an MCP server."""
+    """A tool: a built-in (name only), an HTTP tool, or the tools of an MCP server.
+
+    ``approval`` and ``onUnknownOutcome`` apply to the entry's tool (all tools of a
+    ``toolServerRef`` entry); ``core.approval`` combines them with the server's settings.
+    """
 
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     http: HttpToolSpec | None = None
     tool_server_ref: ToolServerRef | None = None
+    approval: Approval | None = None
+    on_unknown_outcome: OnUnknownOutcome | None = None
 
     @property
     def builtin(self) -> bool:
@@ -118,6 +130,13 @@ class Budget(Model):
     max_tool_calls: ToolCalls | None = None
 
 
+class ApprovalPolicy(Model):
+    """How long a tool call waits for an AgentToolApproval, and what happens then."""
+
+    timeout_seconds: DeadlineSeconds | None = None
+    on_timeout: Literal["Deny", "Fail"] = "Deny"
+
+
 class AgentTaskSpec(Model):
     """What the user asked for."""
 
@@ -134,3 +153,4 @@ class AgentTaskSpec(Model):
     ttl_seconds_after_finished: TtlSeconds | None = None
     tool_result_max_chars: ToolResultChars = 65536
     max_interruptions: Interruptions = 5
+    approval: ApprovalPolicy = ApprovalPolicy()

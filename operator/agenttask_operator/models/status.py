@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import Field
 
 from agenttask_operator.models.base import Model, Time
-from agenttask_operator.models.spec import ModelSpec
+from agenttask_operator.models.spec import ModelSpec, OnUnknownOutcome
 
-Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+Phase = Literal["Pending", "Running", "WaitingForApproval", "Suspended", "Succeeded", "Failed"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 
 
@@ -65,11 +65,50 @@ class ModelAccess(Model):
 
 
 class ResolvedTool(Model):
-    """An MCP tool a task may use, fixed when it starts: its server and its schema's digest."""
+    """An MCP tool a task may use, fixed when it starts: its server, its schema's digest, and
+    the policy that the task's and the server's settings (or the server's hints) give it.
+    """  # noqa: D205
 
     name: str
     server: str
     input_schema_digest: str
+    approval: Literal["Required", "Never"] = "Never"
+    on_unknown_outcome: OnUnknownOutcome = "Redeliver"
+
+
+class ApprovalRecord(Model):
+    """The approval of one tool call: asked for (``decision`` unset) or decided.
+
+    ``purpose`` is ``Run`` before the call first runs, ``Rerun`` after the operator stopped
+    while it ran (its outcome is unknown). The decision authorises the execution numbered
+    ``forInterruptions`` (``status.interruptions`` while it runs) and no other; ``used`` lists
+    the AgentToolApprovals (uids) already spent on this call, which never count twice.
+    """
+
+    iteration: int
+    tool_call_id: str
+    tool_name: str
+    arguments: str  # as the model wrote them, clipped (the transcript has them in full)
+    arguments_digest: str
+    purpose: Literal["Run", "Rerun"] = "Run"
+    for_interruptions: int = 0
+    requested_at: Time
+    timeout_time: Time | None = None
+    used: tuple[str, ...] = ()
+    decision: Literal["Approve", "Deny"] | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+    approval_name: str | None = None
+    approval_uid: str | None = None
+    decided_at: Time | None = None
+
+    def for_step(self, step: Step) -> bool:
+        """Whether this record is about ``step``'s call."""
+        return (
+            step.kind == "Tool"
+            and step.iteration == self.iteration
+            and step.tool_call_id == self.tool_call_id
+        )
 
 
 class TranscriptInfo(Model):
@@ -106,6 +145,7 @@ class AgentTaskStatus(Model):
     model: ModelAccess | None = None
     resolved_model: ModelSpec | None = None  # what spec.model.modelRef named, fixed at start
     resolved_tools: tuple[ResolvedTool, ...] | None = None  # the MCP tools, fixed at start
+    approval: ApprovalRecord | None = None  # the last tool call that needed a person's decision
     transcript: TranscriptInfo = TranscriptInfo()
 
     @property

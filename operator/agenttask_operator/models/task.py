@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from agenttask_operator.models.approval import Decision
 from agenttask_operator.models.policy import OperatorPolicy
 from agenttask_operator.models.spec import AgentTaskSpec, ModelSpec
 from agenttask_operator.models.status import AgentTaskStatus
@@ -41,6 +43,9 @@ class TaskState:
     # The AgentToolServers that spec.tools name (those that exist), as read now: only while the
     # task has not stored what it resolved (status.resolvedTools).
     tool_servers: Mapping[str, ToolServer] = field(default_factory=dict)
+    # The AgentToolApprovals naming this task, as read now: only while a call waits for one.
+    approvals: tuple[Decision, ...] = ()
+    created: datetime | None = None  # metadata.creationTimestamp
 
     @property
     def model(self) -> ModelSpec | None:

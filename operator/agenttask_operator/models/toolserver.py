@@ -13,7 +13,7 @@ from pydantic import BeforeValidator, Field
 
 from agenttask_operator.models.base import Model, Time
 from agenttask_operator.models.limits import DAY, Range
-from agenttask_operator.models.spec import SecretKeyRef, TimeoutSeconds
+from agenttask_operator.models.spec import OnUnknownOutcome, SecretKeyRef, TimeoutSeconds
 from agenttask_operator.models.status import Condition
 
 KIND, PLURAL = "AgentToolServer", "agenttoolservers"
@@ -32,7 +32,6 @@ def _clamp_refresh(value: Any) -> Any:
 
 RefreshSeconds = Annotated[float, BeforeValidator(_clamp_refresh)]
 Approval = Literal["Required", "Never", "Auto"]
-OnUnknownOutcome = Literal["Redeliver", "Fail", "AskApproval"]
 
 
 class HeaderFrom(Model):
@@ -51,7 +50,7 @@ class ToolFilter(Model):
 
 
 class ToolOverride(Model):
-    """Per-tool settings that win over the server's hints (applied by the task integration)."""
+    """Per-tool settings that win over the server's hints (see ``core.approval``)."""
 
     name: str
     approval: Approval | None = None
@@ -68,6 +67,11 @@ class AgentToolServerSpec(Model):
     tool_filter: ToolFilter = ToolFilter()
     refresh_seconds: RefreshSeconds = 300.0
     tools: tuple[ToolOverride, ...] = ()
+    approval: Approval = "Auto"
+
+    def override(self, name: str) -> ToolOverride | None:
+        """The per-tool settings for ``name``, if any."""
+        return next((t for t in self.tools if t.name == name), None)
 
 
 class ServerInfo(Model):

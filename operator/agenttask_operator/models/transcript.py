@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from agenttask_operator.models.approval import ApprovalNote
 from agenttask_operator.models.base import Model, Time
 from agenttask_operator.models.status import Step, Usage
 
@@ -19,6 +20,7 @@ class Entry(Model):
     finish_reason: str | None = None
     is_error: bool = False
     time: Time | None = None
+    approval: ApprovalNote | None = None  # a tool call that needed a person's decision
 
     def answers(self, step: Step) -> bool:
         """Whether this entry is the stored result of ``step``."""
