@@ -12,6 +12,8 @@ happened (and under which idempotency key), whatever the client believes:
   real effect does not stop because the caller hung up; the SDK would cancel the handler).
 - ``refuse_change(reason)`` — records nothing and answers with ``isError: true``.
 - ``read_ledger()`` — read-only: the ledger's lines, as text.
+- ``add_tool(name)`` — registers a new read-only tool ``name`` (answering ``"ok"``) at runtime
+  and announces it: ``notifications/tools/list_changed`` to ``subscriptions/listen`` streams.
 
 A ledger line is ``{"tool", "change", "metaKey", "headerKey", "requestId"}``: ``metaKey`` is
 ``_meta["agenttask.dev/idempotency-key"]`` of the request, ``headerKey`` its
@@ -92,6 +94,16 @@ def build(ledger: Path, started: Path | None = None) -> MCPServer:
     @server.tool(description="The ledger so far, one JSON object a line.", annotations=READ_ONLY)
     def read_ledger() -> str:
         return ledger.read_text() if ledger.exists() else ""
+
+    @server.tool(description="Add a tool named `name` and announce the change.",
+                 annotations=CHANGES)  # fmt: skip
+    async def add_tool(name: str, ctx: Context) -> str:
+        def added() -> str:
+            return "ok"
+
+        server.add_tool(added, name=name, description="Added at runtime.", annotations=READ_ONLY)
+        await ctx.notify_tools_changed()
+        return f"added {name!r}"
 
     return server
 

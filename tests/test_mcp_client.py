@@ -135,6 +135,61 @@ async def test_the_timeout_bounds_the_whole_call(ledger: LedgerServer) -> None:
     assert [e["metaKey"] for e in ledger.entries()] == ["u:slow"]
 
 
+async def test_the_ledger_announces_a_new_tool_to_a_listener(ledger: LedgerServer) -> None:
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    changes: list[float] = []
+    protocols: list[str | None] = []
+    listening, changed = asyncio.Event(), asyncio.Event()
+
+    def change() -> None:
+        changes.append(1)
+        changed.set()
+
+    def acknowledged(protocol: str | None) -> None:
+        protocols.append(protocol)
+        listening.set()
+
+    watch = asyncio.create_task(
+        mcp.watch_tool_changes(ledger.url, headers, 2, change, acknowledged)
+    )
+    try:
+        await asyncio.wait_for(listening.wait(), 10)
+        assert protocols == [LEDGER_PROTOCOL]
+        await asyncio.sleep(3)  # past the timeout: it bounds the start, not the stream
+        assert not watch.done()
+        added = await mcp.call_tool(ledger.url, {}, 30, "add_tool", {"name": "fresh"}, "u:a")
+        assert added == ToolResult("added 'fresh'")
+        await asyncio.wait_for(changed.wait(), 5)
+        assert changes == [1]
+        found = await mcp.list_tools(ledger.url, {}, 30)
+        assert "fresh" in {t.name for t in found.tools}
+    finally:
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch
+    listens = [r for r in ledger.request_log() if r["headers"].get("mcp-method")
+               == "subscriptions/listen"]  # fmt: skip
+    assert listens
+    assert all(r["headers"].get("authorization") == f"Bearer {SECRET}" for r in listens)
+
+
+async def test_a_server_of_an_older_protocol_cannot_announce_changes(
+    everything: ServerProcess,
+) -> None:
+    with pytest.raises(mcp.ChangesNotSupported) as refused:
+        await mcp.watch_tool_changes(everything.url, {}, 30, lambda: None)
+    assert refused.value.protocol_version == EVERYTHING_PROTOCOL
+
+
+async def test_a_listener_that_cannot_connect_fails_transiently() -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    with pytest.raises(StepFailed) as failed:
+        await mcp.watch_tool_changes(url, {"X-Key": SECRET}, 5, lambda: None)
+    failure = failed.value.failure
+    assert (failure.transient, failure.reason) == (True, "ToolServerUnavailable")
+    assert SECRET not in failure.message
+
+
 async def run(operation: str, url: str) -> object:
     """``list_tools`` or ``call_tool`` (of a tool ``t``) against ``url``."""
     if operation == "list":

@@ -4,7 +4,7 @@ server-everything's tools (with their annotations and protocol version) land in 
 toolFilter applies; a header from a Secret reaches the server (the ledger server records the
 requests it gets) and goes nowhere else; an unreachable server is Ready=False and retried; a URL
 off the allow-list is refused before any connection; a missing Secret (or key) is reported and
-picked up once it exists.
+picked up once it exists; a tool the ledger server adds (and announces) lands in status at once.
 """
 
 from __future__ import annotations
@@ -117,6 +117,11 @@ async def test_server_everything_tools_land_in_status(
     assert "(protocol 2025-11-25)" in cond["message"]
     assert [e.reason for e in await events(api, namespace, "everything")] == ["Discovered"]
 
+    async def told() -> bool:
+        return "everything: the server does not announce tool changes" in operator.output()
+
+    await eventually(told, within=10, what="the log line on change notifications")
+
     table = kubectl(cluster, "get", "atsrv", "-n", namespace)
     assert table.returncode == 0, table.stderr
     head, row = table.stdout.splitlines()[:2]
@@ -179,6 +184,41 @@ async def test_a_header_from_a_secret_reaches_the_server_and_nothing_else(
     for text in (visible, operator.output()):
         assert TOKEN not in text
         assert base64.b64encode(TOKEN.encode()).decode() not in text
+
+
+async def test_an_announced_tool_change_is_refreshed_at_once(
+    api: client.ApiClient,
+    namespace: str,
+    crd: Path,
+    operator: OperatorProcess,
+    ledger: LedgerServer,
+) -> None:
+    operator.start()
+    await create_server(api, namespace, "live", {"url": ledger.url, "refreshSeconds": 3600})
+    obj = await wait_ready(api, namespace, "live", "True", "Discovered")
+    assert obj["status"]["protocolVersion"] == "2026-07-28"
+    assert "fresh" not in {t["name"] for t in obj["status"]["tools"]}
+
+    async def listening() -> bool:
+        return "live: the server announces tool changes (protocol 2026-07-28)" in operator.output()
+
+    await eventually(listening, within=15, what="the operator listens for tool changes")
+    await asyncio.sleep(1)  # the refresh that follows the acknowledgment is done
+    added = await mcp.call_tool(ledger.url, {}, 30, "add_tool", {"name": "fresh"}, "t:add")
+    assert not added.is_error
+
+    async def landed() -> dict[str, Any] | None:
+        obj = await get_server(api, namespace, "live")
+        return obj if "fresh" in {t["name"] for t in obj["status"]["tools"]} else None
+
+    obj = await eventually(landed, within=5, what="the new tool in status.tools")
+    assert obj["status"]["toolCount"] == len(obj["status"]["tools"])
+
+    async def announced() -> list[str]:
+        found = await events(api, namespace, "live")
+        return [e.message for e in found if e.reason == "ToolsChanged"]
+
+    assert await eventually(announced, within=5, what="a ToolsChanged Event") == ["added: fresh"]
 
 
 async def test_a_missing_secret_then_a_missing_key_then_ready(

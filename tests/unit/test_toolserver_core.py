@@ -161,6 +161,22 @@ def test_when_the_next_refresh_is_due() -> None:
     assert core.seconds_until_refresh(off, 1, 300, 7, True, T0) == 0  # now allowed
 
 
+def test_an_announced_change_makes_a_ready_server_due_at_once() -> None:
+    ready = status_after(core.discovered_patch(AgentToolServerStatus(), 1, FOUND, ToolFilter(), T0))
+    soon = T0 + timedelta(seconds=100)
+    assert core.seconds_until_refresh(ready, 1, 3600, 0, True, soon, announced=True) == 0
+    assert core.seconds_until_refresh(ready, 1, 3600, 0, True, soon, announced=False) == 3500
+    # A server announcing without end gets one refresh every ANNOUNCED_GAP_SECONDS at most.
+    just = T0 + timedelta(seconds=0.5)
+    gap = core.ANNOUNCED_GAP_SECONDS - 0.5
+    assert core.seconds_until_refresh(ready, 1, 3600, 0, True, just, announced=True) == gap
+    assert core.seconds_until_refresh(ready, 1, 1, 0, True, just, announced=True) == 0.5
+    down = status_after(core.failed_patch(ready, 1, core.Problem("ServerUnavailable", "x"), T0))
+    assert core.seconds_until_refresh(down, 1, 3600, 4, True, T0, announced=True) == 8
+    off = status_after(core.failed_patch(ready, 1, core.Problem(core.URL_NOT_ALLOWED, "x"), T0))
+    assert core.seconds_until_refresh(off, 1, 3600, 7, False, T0, announced=True) == 3600
+
+
 def test_retries_grow_and_are_capped() -> None:
     assert [core.retry_delay(n, 300) for n in range(1, 11)] == [
         1, 2, 4, 8, 16, 32, 64, 128, 256, 300,

@@ -13,6 +13,8 @@ as a merge patch; these functions return it as a dict (``None`` values delete a 
   ``refreshSeconds`` and 300 s) while failing, and at once after a spec change or when the
   operator's allow-list changed its verdict on the URL. A URL the allow-list refuses is not
   retried (only looked at again every ``refreshSeconds``): nothing but a change can help.
+  A server that announced a change of its tools (``announced``) is refreshed at once while
+  Ready, but at most once every ``ANNOUNCED_GAP_SECONDS``.
 """
 
 from __future__ import annotations
@@ -226,6 +228,9 @@ def retry_delay(failures: int, refresh_seconds: float) -> float:
     return min(2.0**exponent, refresh_seconds, MAX_RETRY_SECONDS)
 
 
+ANNOUNCED_GAP_SECONDS = 2.0  # least time between two refreshes that announcements asked for
+
+
 def seconds_until_refresh(
     current: AgentToolServerStatus,
     generation: int | None,
@@ -233,11 +238,15 @@ def seconds_until_refresh(
     failures: int,
     url_allowed: bool,
     now: datetime,
+    announced: bool = False,
 ) -> float:
     """How long until the next refresh is due (0: now).
 
     ``failures`` is the number of failed refreshes in a row (kept by the caller, in memory):
-    after a restart the first retry of a failing server simply comes sooner.
+    after a restart the first retry of a failing server simply comes sooner. ``announced``:
+    the server said its tools changed since the last refresh (a Ready one is refreshed now, or
+    ``ANNOUNCED_GAP_SECONDS`` after the last refresh: a server announcing changes without end
+    does not get a refresh storm; otherwise the retry schedule stands).
     """
     if current.observed_generation != generation or current.last_refresh_time is None:
         return 0.0
@@ -247,7 +256,9 @@ def seconds_until_refresh(
     refused = cond.reason == URL_NOT_ALLOWED
     if refused == url_allowed:
         return 0.0  # the allow-list changed (the operator restarted with another one)
+    elapsed = (now - current.last_refresh_time).total_seconds()
+    if announced and cond.status == "True":  # at most one refresh per ANNOUNCED_GAP_SECONDS
+        return max(min(ANNOUNCED_GAP_SECONDS, refresh_seconds) - elapsed, 0.0)
     settled = cond.status == "True" or refused  # a refused URL waits for a change, not a retry
     wait = refresh_seconds if settled else retry_delay(failures, refresh_seconds)
-    elapsed = (now - current.last_refresh_time).total_seconds()
     return max(wait - elapsed, 0.0)

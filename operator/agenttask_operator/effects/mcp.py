@@ -29,6 +29,11 @@ The contract:
     one used, and headers never travel to a second host), a server that supports no protocol
     version of ours.
 
+- :func:`watch_tool_changes` keeps one session open on a ``subscriptions/listen`` stream
+  (protocol 2026-07-28) and calls ``on_change()`` for each ``tools/list_changed`` event. It
+  raises :class:`ChangesNotSupported` when the server cannot announce tool changes (an older
+  protocol version, no such method, or the filter not honoured), returns when the server ends
+  the stream gracefully, and raises ``StepFailed`` (as above) when it is lost.
 - ``timeout`` bounds the whole operation (connect, negotiation, every page, the call) with
   ``asyncio.timeout``, and each HTTP request too (on the ``httpx2.AsyncClient``).
 - Header values (keys from Secrets) are sent and never returned: they are scrubbed from every
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -49,6 +54,7 @@ import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter, ValidationError
 
@@ -62,6 +68,9 @@ META_IDEMPOTENCY_KEY = "agenttask.dev/idempotency-key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 UNAVAILABLE, REFUSED = "ToolServerUnavailable", "ToolServerRefused"
 MAX_PAGES = 100  # of tools/list: a server whose cursor never ends cannot hang a refresh
+# An open listen stream is silent but for the server's SSE keepalive (every 15 s in the SDK):
+# a read waits this long (or ``timeout``, if longer) before the stream counts as lost.
+LISTEN_READ_SECONDS = 60.0
 SNIPPET = 200  # characters of an error body quoted in a message
 MESSAGE_LIMIT = 300  # characters of an exception's text quoted in a message
 
@@ -149,13 +158,20 @@ async def _head(response: httpx2.Response, limit: int) -> str:
 
 @asynccontextmanager
 async def _session(
-    url: str, headers: Mapping[str, str], seconds: float, recorder: _Recorder
+    url: str,
+    headers: Mapping[str, str],
+    seconds: float,
+    recorder: _Recorder,
+    read_seconds: float | None = None,
 ) -> AsyncIterator[Client]:
-    """One MCP session: negotiated, then closed (DELETE) on exit."""
+    """One MCP session: negotiated, then closed (DELETE) on exit.
+
+    ``read_seconds`` (default ``seconds``) bounds the wait for each chunk of an answer.
+    """
     async with (
         httpx2.AsyncClient(
             headers=dict(headers),
-            timeout=httpx2.Timeout(seconds),
+            timeout=httpx2.Timeout(seconds, read=read_seconds or seconds),
             follow_redirects=False,
             max_redirects=0,  # the SDK would follow same-origin redirects up to this many
             event_hooks={"request": [recorder.sent], "response": [recorder]},
@@ -297,6 +313,69 @@ async def list_tools(
     except StepFailed as e:
         raise guard.step(e.failure) from e
     except BaseException as e:
+        outcome = guard.outcome(e)
+        if isinstance(outcome, ToolResult):  # never, outside a call: a failure all the same
+            outcome = guard.step(Failure(outcome.content, True, UNAVAILABLE))
+        raise outcome from e
+
+
+class ChangesNotSupported(Exception):
+    """The server cannot announce tool changes: no use listening again to the same spec."""
+
+    def __init__(self, protocol_version: str | None, why: str) -> None:
+        """``why`` says what was seen (no header value is ever in it)."""
+        super().__init__(f"protocol {protocol_version}: {why}")
+        self.protocol_version = protocol_version
+        self.why = why
+
+
+async def watch_tool_changes(
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - bounds connect and acknowledgment, not the stream
+    on_change: Callable[[], None],
+    on_listening: Callable[[str | None], None] | None = None,
+) -> None:
+    """Listen for ``tools/list_changed`` on one session; ``on_change()`` for each event.
+
+    ``on_listening(protocol_version)`` is called once the server acknowledged the subscription.
+    Returns when the server closes the stream gracefully; raises :class:`ChangesNotSupported`
+    when the server cannot announce tool changes, ``StepFailed`` when the stream fails or is
+    lost (there is no replay: a caller that listens again should refresh).
+    """
+    guard = _Guard(url, headers, timeout)
+    read = max(timeout, LISTEN_READ_SECONDS)
+    protocol: str | None = None
+    try:
+        async with (
+            guard.deadline,
+            _session(url, headers, timeout, guard.recorder, read) as client,
+        ):
+            guard.phase, protocol = "listen", client.protocol_version
+            async with client.listen(tools_list_changed=True) as sub:
+                if not sub.honored.tools_list_changed:
+                    raise ChangesNotSupported(
+                        client.protocol_version, "tools_list_changed not honoured"
+                    )
+                guard.deadline.reschedule(None)  # the stream stays open: no deadline
+                if on_listening is not None:
+                    on_listening(client.protocol_version)
+                async for event in sub:
+                    if isinstance(event, ToolsListChanged):
+                        on_change()
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
+        leaf = _leaf(e)
+        if isinstance(leaf, ChangesNotSupported):
+            raise leaf from e
+        if isinstance(leaf, ListenNotSupportedError):
+            why = "subscriptions/listen needs protocol 2026-07-28"
+            raise ChangesNotSupported(leaf.negotiated_version, why) from e
+        if isinstance(leaf, MCPError) and leaf.code == types.METHOD_NOT_FOUND:
+            raise ChangesNotSupported(protocol, "subscriptions/listen: method not found") from e
+        if isinstance(leaf, StepFailed):
+            raise guard.step(leaf.failure) from e
         outcome = guard.outcome(e)
         if isinstance(outcome, ToolResult):  # never, outside a call: a failure all the same
             outcome = guard.step(Failure(outcome.content, True, UNAVAILABLE))

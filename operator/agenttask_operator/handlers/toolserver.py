@@ -7,6 +7,15 @@ the URL against the operator's allow-list (before any connection), reads the hea
 lists the tools (``effects.mcp``, one short-lived session) and merge-patches ``/status``. In
 between it sleeps without polling; any change of the object wakes it (``on.event``).
 
+While the last refresh was Ready, the loop also keeps one listener task on the server
+(``effects.mcp.watch_tool_changes``, ``subscriptions/listen`` of protocol 2026-07-28): a
+``tools/list_changed`` event wakes the loop with the change "announced", and core.toolserver
+makes a refresh due at once. A lost stream is listened to again after a growing delay (1 s … 60
+s). Each acknowledged subscription is followed by one refresh: events are not replayed, so a
+change made before it would otherwise be missed. A server that cannot announce changes is
+not asked again until the spec's generation changes or the operator restarts. The listener
+ends with the loop, when the spec changes, and when the server is no longer Ready.
+
 Header values are read from Secrets for each refresh, passed to the MCP client and dropped:
 they are never written to status, Events or the log.
 """
@@ -40,6 +49,7 @@ from agenttask_operator.models.toolserver import (
 log = logging.getLogger(__name__)
 WAKE = "agenttoolserver/"  # wake-up keys apart from AgentTasks' (no object name has a "/")
 ERROR_RETRY_SECONDS_MAX = 60.0  # longest wait after an API server error or a bug of ours
+LISTEN_RETRY_SECONDS_MAX = 60.0  # longest wait before listening again after a lost stream
 
 
 def now() -> datetime:
@@ -65,6 +75,11 @@ class RefreshLoop:
         # The status this loop wrote last (the live body shows it only once the watch has).
         self.known = _status(body.get("status"))
         self.failures = 0
+        self.announced = False  # the server said its tools changed since the last refresh
+        self.listener: asyncio.Task[None] | None = None
+        self.listening_to: int | None = None  # the generation the listener was started for
+        self.unsupported: int | None = None  # a generation whose server cannot announce changes
+        self.supported: bool | None = None  # what was logged last about change notifications
 
     @property
     def wake(self) -> asyncio.Event:
@@ -73,24 +88,110 @@ class RefreshLoop:
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
         """Refresh when due, sleep until the next time or a change, until stopped."""
-        while not stopped:
-            self.wake.clear()
-            try:
-                delay = self.due_in()
-                if delay <= 0:
-                    if not await self.refresh():
-                        return  # the object is gone
+        try:
+            while not stopped:
+                self.wake.clear()
+                try:
+                    self._keep_listener()  # a spec change ends the old listener at once
                     delay = self.due_in()
+                    if delay <= 0:
+                        self.announced = False  # this refresh sees whatever was announced
+                        if not await self.refresh():
+                            return  # the object is gone
+                        delay = self.due_in()
+                    self._keep_listener()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # the API server, or a bug of ours: keep status, retry
+                    self.failures += 1
+                    delay = core.retry_delay(self.failures, ERROR_RETRY_SECONDS_MAX)
+                    log.warning(
+                        "AgentToolServer %s/%s: refresh failed: %s: %s; again in %gs",
+                        self.namespace, self.name, type(e).__name__, e, delay,
+                    )  # fmt: skip
+                await sleep(stopped, self.wake, delay)
+        finally:
+            await self._stop_listener()
+
+    def _keep_listener(self) -> None:
+        """Listen to the server while it is Ready for the current spec; stop otherwise."""
+        generation = self.body.metadata.get("generation")
+        spec, _ = self._spec()
+        cond = self.known.condition()
+        ready = (
+            spec is not None
+            and cond is not None
+            and cond.status == "True"
+            and self.known.observed_generation == generation
+        )
+        if self.listener is not None and (
+            not ready or self.listening_to != generation or self.listener.done()
+        ):
+            self.listener.cancel()  # its end is awaited when the loop stops
+            self.listener = None
+        if not ready or spec is None or self.listener is not None:
+            return
+        if generation is not None and self.unsupported == generation:
+            return
+        self.listening_to = generation
+        self.listener = asyncio.create_task(
+            self._listen(spec, generation), name=f"listen {self.namespace}/{self.name}"
+        )
+
+    async def _stop_listener(self) -> None:
+        task, self.listener = self.listener, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5.0)
+
+    def _announce(self) -> None:
+        """A change notification: the loop wakes and refreshes at once."""
+        self.announced = True
+        self.wake.set()
+
+    async def _listen(self, spec: AgentToolServerSpec, generation: int | None) -> None:
+        """Listen for tool changes until cancelled or the server cannot announce them."""
+        where = f"AgentToolServer {self.namespace}/{self.name}"
+        tries = 0
+
+        def listening(protocol: str | None) -> None:
+            nonlocal tries
+            tries = 0
+            self._announce()  # a change since the last refresh is not replayed: refresh once
+            if self.supported is not True:
+                self.supported = True
+                log.info("%s: the server announces tool changes (protocol %s)", where, protocol)
+
+        while True:
+            tries += 1
+            try:
+                headers = await server_headers(self.ctx.kube, self.namespace, spec)
+                if isinstance(headers, core.Problem):
+                    detail = headers.message  # the refresh loop reports it
+                else:
+                    await mcp.watch_tool_changes(
+                        spec.url, headers, spec.timeout_seconds, self._announce, listening
+                    )
+                    detail = "the server closed the stream"
+            except mcp.ChangesNotSupported as e:
+                self.unsupported = generation
+                if self.supported is not False:
+                    self.supported = False
+                    log.info(
+                        "%s: the server does not announce tool changes (%s); "
+                        "refreshing every %gs only",
+                        where, e, spec.refresh_seconds,
+                    )  # fmt: skip
+                return
+            except StepFailed as e:
+                detail = e.failure.message
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # the API server, or a bug of ours: keep status, try again
-                self.failures += 1
-                delay = core.retry_delay(self.failures, ERROR_RETRY_SECONDS_MAX)
-                log.warning(
-                    "AgentToolServer %s/%s: refresh failed: %s: %s; again in %gs",
-                    self.namespace, self.name, type(e).__name__, e, delay,
-                )  # fmt: skip
-            await sleep(stopped, self.wake, delay)
+            except Exception as e:  # the API server (reading a Secret), or a bug of ours
+                detail = f"{type(e).__name__}: {e}"
+            delay = core.retry_delay(tries, LISTEN_RETRY_SECONDS_MAX)
+            log.debug("%s: not listening for tool changes: %s; again in %gs", where, detail, delay)
+            await asyncio.sleep(delay)
 
     def _spec(self) -> tuple[AgentToolServerSpec | None, str]:
         try:
@@ -105,7 +206,7 @@ class RefreshLoop:
         allowed = spec is None or host_allowed(spec.url, self.ctx.settings.allowed_hosts)
         generation = self.body.metadata.get("generation")
         return core.seconds_until_refresh(
-            self.known, generation, refresh, self.failures, allowed, now()
+            self.known, generation, refresh, self.failures, allowed, now(), self.announced
         )
 
     async def refresh(self) -> bool:
