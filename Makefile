@@ -43,20 +43,23 @@ fmt: $(STAMP) ## format and autofix
 test: $(STAMP) lint binaries helm mcp-servers ## lint, then all tests (starts its own control plane)
 	$(PY) -m pytest
 
-# MCP servers the tests start: server-everything (npm) and mcp-proxy (PyPI). mcp-proxy needs
-# mcp<2 while the operator needs mcp>=2.3, so it gets a virtualenv of its own. Pinned; the stamp
-# names the versions, so a version bump reinstalls and an unchanged one costs nothing.
+# MCP servers the tests start: server-everything (npm, every package pinned by the lockfile in
+# hack/mcp-servers, installed with `npm ci`) and mcp-proxy (PyPI). mcp-proxy needs mcp<2 while
+# the operator needs mcp>=2.3, so it gets a virtualenv of its own. The stamp names the versions
+# and the lockfile's hash, so a change reinstalls and an unchanged one costs nothing.
 MCP_DIR := .cache/mcp
-MCP_EVERYTHING := @modelcontextprotocol/server-everything@2026.8.31
+MCP_LOCK := hack/mcp-servers/package-lock.json
 MCP_PROXY := mcp-proxy==0.13.0 mcp==1.30.0
-MCP_STAMP := $(MCP_DIR)/.installed-everything-2026.8.31-proxy-0.13.0
+MCP_STAMP := $(MCP_DIR)/.installed-$(shell sha256sum $(MCP_LOCK) | cut -c1-12)-proxy-0.13.0
 
 .PHONY: mcp-servers
 mcp-servers: $(MCP_STAMP) ## install the MCP servers the tests use into .cache/mcp (pinned)
 
-$(MCP_STAMP):
+$(MCP_STAMP): $(MCP_LOCK) hack/mcp-servers/package.json
 	mkdir -p $(MCP_DIR)
-	npm install --prefix $(MCP_DIR) --no-audit --no-fund --loglevel=error $(MCP_EVERYTHING)
+	rm -f $(MCP_DIR)/.installed-*
+	cp hack/mcp-servers/package.json $(MCP_LOCK) $(MCP_DIR)/
+	npm ci --prefix $(MCP_DIR) --no-audit --no-fund --loglevel=error
 	rm -rf $(MCP_DIR)/proxy
 	$(PYTHON) -m venv $(MCP_DIR)/proxy
 	$(MCP_DIR)/proxy/bin/python -m pip install -q $(MCP_PROXY)

@@ -34,7 +34,7 @@ EVERYTHING_JS = (
 MCP_PROXY = MCP_DIR / "proxy" / "bin" / "mcp-proxy"
 TIME_SERVER = Path(sys.executable).parent / "mcp-server-time"
 LEDGER_SERVER = Path(__file__).resolve().parent / "ledger_mcp.py"
-EVERYTHING_VERSION = "2026.8.31"  # pinned in the Makefile's mcp-servers target
+EVERYTHING_VERSION = "2026.8.31"  # pinned in hack/mcp-servers/package-lock.json
 MISSING = "{} is not installed: run `make mcp-servers` (make test does)"
 
 
