@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -156,9 +157,13 @@ def token_kubeconfig(cluster: LocalCluster, token: str, path: Path) -> Path:
 
 
 def forbidden_lines(proc: OperatorProcess) -> list[str]:
-    """Lines of the operator's log that report an authorization failure."""
+    """Lines of the operator's log that report an authorization failure (``403`` as a number
+    of its own: a port such as 40397 in a URL is not one).
+    """
     return [
         line
         for line in proc.output().splitlines()
-        if "403" in line or "forbidden" in line.lower() or "not enough permissions" in line.lower()
+        if re.search(r"(?<![\d.:])403(?!\d)", line)
+        or "forbidden" in line.lower()
+        or "not enough permissions" in line.lower()
     ]
