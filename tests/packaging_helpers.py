@@ -9,11 +9,13 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 from localcluster import REPO, LocalCluster, kubeconfig_yaml
 
 from operatorproc import OperatorProcess
@@ -167,3 +169,29 @@ def forbidden_lines(proc: OperatorProcess) -> list[str]:
         or "forbidden" in line.lower()
         or "not enough permissions" in line.lower()
     ]
+
+
+def approver_binding(namespace: str, role: str, account: str) -> dict[str, Any]:
+    """A RoleBinding in ``namespace`` of the chart's approver ClusterRole ``role`` to the
+    ServiceAccount ``account`` of that namespace.
+    """
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "approvers", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+
+
+async def allowed_once_bound(call: Callable[[], Awaitable[Any]]) -> bool:
+    """Make ``call``; False while it is refused with 403 (the authorizer learns of new bindings
+    with a lag), True once it passes; other errors are raised. For ``eventually``.
+    """
+    try:
+        await call()
+    except ApiException as e:
+        if e.status != 403:
+            raise
+        return False
+    return True

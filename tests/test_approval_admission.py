@@ -27,6 +27,8 @@ from localcluster import REPO, LocalCluster
 from kubehelpers import GROUP, VERSION, api_client, create_task, eventually, new_namespace
 from packaging_helpers import (
     RELEASE,
+    allowed_once_bound,
+    approver_binding,
     docs,
     helm_template,
     kubectl_apply,
@@ -180,18 +182,7 @@ async def users(
         await core.create_namespaced_service_account(
             ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
         )
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "approvers", "namespace": ns},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": APPROVER_ROLE,
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": "reviewer", "namespace": ns}],
-    }
-    kubectl_apply(own_cluster, tmp_path, [binding])
+    kubectl_apply(own_cluster, tmp_path, [approver_binding(ns, APPROVER_ROLE, "reviewer")])
     kubeconfigs = {}
     for name in ("reviewer", "outsider"):
         token = await service_account_token(admin, ns, name)
@@ -200,16 +191,12 @@ async def users(
         reviewer = await stack.enter_async_context(api_client(kubeconfigs["reviewer"]))
         outsider = await stack.enter_async_context(api_client(kubeconfigs["outsider"]))
 
-        async def bound() -> bool:  # the authorizer learns of new bindings with a lag
-            try:
-                await client.CustomObjectsApi(reviewer).list_namespaced_custom_object(
+        async def bound() -> bool:
+            return await allowed_once_bound(
+                lambda: client.CustomObjectsApi(reviewer).list_namespaced_custom_object(
                     GROUP, VERSION, ns, APPROVALS
                 )
-            except ApiException as e:
-                if e.status != 403:
-                    raise
-                return False
-            return True
+            )
 
         await eventually(bound, within=30, what="the reviewer's RoleBinding to take effect")
         yield Users(

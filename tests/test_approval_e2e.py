@@ -39,6 +39,8 @@ from kubehelpers import (
 from mcpservers import LedgerServer
 from operatorproc import OperatorProcess
 from packaging_helpers import (
+    allowed_once_bound,
+    approver_binding,
     docs,
     helm_template,
     kubectl_apply,
@@ -357,17 +359,7 @@ async def test_a_reviewer_with_only_the_approver_role_approves(
     task records the reviewer's own user name (a ServiceAccount here).
     """
     objs = docs(helm_template(tmp_path, "agenttask-system", show_only=APPROVER_TEMPLATE))
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "approvers", "namespace": namespace},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": objs[0]["metadata"]["name"],
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": "reviewer", "namespace": namespace}],
-    }
+    binding = approver_binding(namespace, objs[0]["metadata"]["name"], "reviewer")
     sa = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reviewer"))
     await client.CoreV1Api(api).create_namespaced_service_account(namespace, sa)
     kubectl_apply(cluster, tmp_path, [*objs, binding])
@@ -395,16 +387,12 @@ async def test_a_reviewer_with_only_the_approver_role_approves(
         }
         custom = client.CustomObjectsApi(reviewer)
 
-        async def created() -> bool:  # the authorizer learns of new bindings with a lag
-            try:
-                await custom.create_namespaced_custom_object(
+        async def created() -> bool:
+            return await allowed_once_bound(
+                lambda: custom.create_namespaced_custom_object(
                     "agenttask.dev", "v1alpha1", namespace, "agenttoolapprovals", body
                 )
-            except ApiException as e:
-                if e.status != 403:
-                    raise
-                return False
-            return True
+            )
 
         await eventually(created, within=30, what="the reviewer's approval")
         with pytest.raises(ApiException) as refused:  # but it cannot touch the task itself
