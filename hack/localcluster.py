@@ -216,6 +216,8 @@ class LocalCluster:
     bin_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 0
+    apiserver_args: list[str] = field(default_factory=list)  # e.g. audit logging for a test
+    etcd_url: str = ""  # http://127.0.0.1:<port>; its /metrics tells what etcd stores
 
     @property
     def kubeconfig(self) -> Path:
@@ -289,7 +291,7 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         make_pki(self.pki)
         etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._spawn(
             "etcd",
             [
@@ -325,6 +327,7 @@ class LocalCluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--endpoint-reconciler-type=none",
                 "--v=1",
+                *self.apiserver_args,
             ],
         )
         self.kubeconfig.write_text(kubeconfig_yaml(self.server, pki))
