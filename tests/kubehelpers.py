@@ -110,11 +110,22 @@ async def transcript(api: client.ApiClient, namespace: str, uid: str) -> list[di
     cms = await core.list_namespaced_config_map(
         namespace, label_selector=f"agenttask.dev/task-uid={uid}"
     )
-    chunks = sorted(
-        cms.items, key=lambda c: int(c.metadata.labels["agenttask.dev/transcript-chunk"])
+    stream = "".join(
+        (c.data or {}).get("transcript.jsonl", "") for c in transcript_order(cms.items)
     )
-    stream = "".join((c.data or {}).get("transcript.jsonl", "") for c in chunks)
     return [json.loads(line) for line in stream.splitlines() if line]
+
+
+def transcript_order(items: list[Any]) -> list[Any]:
+    """Transcript ConfigMaps in log order: an earlier version's chunks, then the segments."""
+
+    def key(cm: Any) -> tuple[int, int]:
+        labels = cm.metadata.labels or {}
+        if "agenttask.dev/transcript-segment" in labels:
+            return (1, int(labels["agenttask.dev/transcript-segment"]))
+        return (0, int(labels["agenttask.dev/transcript-chunk"]))
+
+    return sorted(items, key=key)
 
 
 async def create_object(

@@ -200,6 +200,8 @@ async def test_chart_rbac_grants_nothing_more(
 
     assert can("patch", "agenttasks.agenttask.dev", "-n", namespace)
     assert can("create", "configmaps", "-n", namespace)
+    assert not can("update", "configmaps", "-n", namespace)  # the transcript is append-only
+    assert not can("delete", "configmaps", "-n", namespace)
     assert can("get", "secrets", "-n", namespace)
     assert not can("list", "secrets", "-n", namespace)  # only by name, never enumerated
     assert not can("get", "pods", "-n", namespace)

@@ -28,6 +28,7 @@ from kubehelpers import (
     eventually,
     task_body,
     transcript,
+    transcript_order,
     wait_phase,
 )
 from operatorproc import OperatorProcess
@@ -36,7 +37,6 @@ pytestmark = pytest.mark.cluster
 
 NAME = "again"
 UID_LABEL = "agenttask.dev/task-uid"
-CHUNK_LABEL = "agenttask.dev/transcript-chunk"
 HOLD = "agenttask.dev/test-hold"  # a finalizer of this test: keeps old ConfigMaps from the GC
 BLOB = 700_000  # characters of the tool's answer: the transcript spans two ConfigMaps
 
@@ -171,11 +171,11 @@ def check_never_mixed(events: list[Seen]) -> None:
 
 
 async def chunk_maps(api: client.ApiClient, namespace: str, uid: str) -> list[Any]:
-    """The ConfigMaps labelled with ``uid``, in chunk order."""
+    """The ConfigMaps labelled with ``uid``, in log order."""
     cms = await client.CoreV1Api(api).list_namespaced_config_map(
         namespace, label_selector=f"{UID_LABEL}={uid}"
     )
-    return sorted(cms.items, key=lambda c: int(c.metadata.labels[CHUNK_LABEL]))
+    return transcript_order(cms.items)
 
 
 async def check_incarnation(
@@ -196,7 +196,8 @@ async def check_incarnation(
     cms = await chunk_maps(api, namespace, uid)
     assert len(cms) >= 2
     names = [c.metadata.name for c in cms]
-    assert st["transcript"]["configMaps"] == names  # status names the real ConfigMaps
+    assert st["transcript"]["segments"] == len(names)  # status counts the real ConfigMaps
+    assert st["transcript"]["entries"] == 3
     for cm in cms:
         [owner] = cm.metadata.owner_references
         assert (owner.kind, owner.name, owner.uid) == ("AgentTask", NAME, uid)

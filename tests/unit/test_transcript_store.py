@@ -1,8 +1,9 @@
-"""Unit tests of ``effects.transcript``: UTF-8 chunking, parsing, names, and the chunked store.
+"""Unit tests of ``effects.transcript``: UTF-8 splitting, parsing, names, and the segment store.
 
-The store runs against :class:`FakeKube`, an in-memory stand-in for the four ConfigMap methods
-of ``effects.kube.Kube`` that enforces what the API server does: create of an existing name and
-replace at a stale resourceVersion raise ``Conflict``.
+The store runs against :class:`FakeKube`, an in-memory stand-in for the ConfigMap methods of
+``effects.kube.Kube`` that enforces what the API server does: create of an existing name
+raises ``Conflict``, an immutable ConfigMap cannot be replaced. It counts every write, so the
+tests can state exactly what an append costs.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from agenttask_operator.effects.kube import Conflict, Kube
 from agenttask_operator.effects.transcript import (
     CHUNK_LABEL,
     DATA_KEY,
+    PART_ANNOTATION,
+    SEGMENT_LABEL,
     UID_LABEL,
     TranscriptStore,
     chunk_name,
     parse,
+    segment_name,
     split_utf8,
     uid_tag,
     valid_prefix,
@@ -228,6 +232,26 @@ def test_chunk_name_short() -> None:
     assert chunk_name("my-task", UID, 17) == "my-task-5f0c8e2a-transcript-17"
 
 
+def test_segment_names_sort_in_order_after_the_chunks() -> None:
+    assert segment_name("my-task", UID, 0) == "my-task-5f0c8e2a-transcript-s000000"
+    assert segment_name("my-task", UID, 1234) == "my-task-5f0c8e2a-transcript-s001234"
+    names = [segment_name("t", UID, i) for i in range(0, 1_000_000, 997)]
+    assert names == sorted(names)  # `kubectl get cm` lists them in order …
+    assert max(chunk_name("t", UID, i) for i in range(10)) < names[0]  # … after the chunks
+
+
+@pytest.mark.parametrize("length", [1, 63, 200, 238, 239, 240, 253, 300])
+@pytest.mark.parametrize("index", [0, 9, 999_999, 12_345_678])
+def test_segment_name_length_and_determinism(length: int, index: int) -> None:
+    name = "t" * length
+    got = segment_name(name, UID, index)
+    assert len(got) <= 253
+    assert got.endswith(f"-{UID[:8]}-transcript-s{index:06d}")
+    assert got == segment_name(name, UID, index) != segment_name(name, OTHER_UID, index)
+    assert DNS_SUBDOMAIN.fullmatch(got)
+    assert got != segment_name(name, UID, index + 1)
+
+
 @pytest.mark.parametrize("length", [1, 63, 200, 231, 232, 233, 240, 252, 253, 254, 300, 1000])
 @pytest.mark.parametrize("index", [0, 1, 9, 10, 99, 12345])
 def test_chunk_name_length_and_determinism(length: int, index: int) -> None:
@@ -298,13 +322,14 @@ class Crash(Exception):
 
 
 class FakeKube:
-    """The ConfigMap methods of Kube, in memory, with resourceVersion preconditions."""
+    """The ConfigMap methods of Kube, in memory: create only; immutable objects stay as created."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._rv = 100
-        self.crash_on_write: int | None = None  # the N-th next create/replace raises Crash
-        self.deleted: list[str] = []  # names, in the order of the delete calls
+        self.crash_on_write: int | None = None  # the N-th next create raises Crash
+        self.creates: list[dict[str, Any]] = []  # bodies, in order
+        self.other_writes = 0  # replace or delete calls: the store must make none
 
     def _write(self) -> str:
         if self.crash_on_write is not None:
@@ -326,6 +351,7 @@ class FakeKube:
                         metadata=SimpleNamespace(
                             name=meta["name"],
                             labels=dict(meta.get("labels", {})),
+                            annotations=dict(meta.get("annotations") or {}) or None,
                             resource_version=meta["resourceVersion"],
                         ),
                         data=dict(obj.get("data") or {}),
@@ -342,40 +368,34 @@ class FakeKube:
         obj = copy.deepcopy(body)
         obj["metadata"]["resourceVersion"] = rv
         self.objects[namespace, name] = obj
+        self.creates.append(copy.deepcopy(body))
         return rv
 
     async def replace_config_map(self, namespace: str, body: dict[str, Any]) -> str:
-        name = body["metadata"]["name"]
-        current = self.objects.get((namespace, name))
-        if current is None:
-            raise Conflict(f"ConfigMap {name}: Not Found")
-        wanted = body["metadata"].get("resourceVersion")
-        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
-            raise Conflict(f"ConfigMap {name}: the object has been modified")
-        rv = self._write()
-        obj = copy.deepcopy(body)
-        obj["metadata"]["resourceVersion"] = rv
-        self.objects[namespace, name] = obj
-        return rv
+        self.other_writes += 1
+        raise AssertionError("a transcript ConfigMap is never rewritten")
 
     async def delete_config_map(self, namespace: str, name: str) -> None:
-        self.deleted.append(name)
-        self.objects.pop((namespace, name), None)
+        self.other_writes += 1
+        raise AssertionError("a transcript ConfigMap is never deleted by the operator")
 
     # --- test helpers ---
 
+    def put(self, name: str, labels: dict[str, str], text: str, **annotations: str) -> None:
+        """Store an object directly (an earlier version's chunk, a stray, a zombie's write)."""
+        self._rv += 1
+        self.objects[NS, name] = {
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": annotations,
+                "resourceVersion": str(self._rv),
+            },
+            "data": {DATA_KEY: text},
+        }
+
     def names(self) -> set[str]:
         return {name for (_ns, name) in self.objects}
-
-    def rv(self, name: str) -> str:
-        return str(self.objects[NS, name]["metadata"]["resourceVersion"])
-
-    def stream(self, uid: str = UID) -> str:
-        by_index = {
-            int(o["metadata"]["labels"][CHUNK_LABEL]): o["data"][DATA_KEY]
-            for o in self.of(uid).values()
-        }
-        return "".join(by_index[i] for i in sorted(by_index))
 
     def of(self, uid: str) -> dict[str, dict[str, Any]]:
         """The objects labelled with ``uid``, by name."""
@@ -385,14 +405,23 @@ class FakeKube:
             if obj["metadata"]["labels"].get(UID_LABEL) == uid
         }
 
-    def indexes(self, uid: str = UID) -> list[int]:
-        """The chunk labels of ``uid``'s objects, sorted, duplicates kept."""
-        return sorted(int(o["metadata"]["labels"][CHUNK_LABEL]) for o in self.of(uid).values())
+    def segments(self, uid: str = UID) -> dict[int, dict[str, Any]]:
+        """``uid``'s segment objects by index."""
+        return {
+            int(o["metadata"]["labels"][SEGMENT_LABEL]): o
+            for o in self.of(uid).values()
+            if SEGMENT_LABEL in o["metadata"]["labels"]
+        }
+
+    def stream(self, uid: str = UID) -> str:
+        """What a user gets by concatenating the data of the ConfigMaps in name order."""
+        objs = sorted(self.of(uid).items())
+        return "".join(o["data"][DATA_KEY] for _n, o in objs)
 
 
 @pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(tr, "CHUNK_BYTES", CHUNK)
+def small_segments(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(tr, "SEGMENT_BYTES", CHUNK)
     return CHUNK
 
 
@@ -414,20 +443,25 @@ async def loaded(kube: FakeKube, task: str = TASK, uid: str = UID) -> Transcript
 def conversation() -> list[Entry]:
     return [
         entry(1, "Let me check the disk first. " * 4, kind="LLM", usage=Usage(total_tokens=9)),
-        entry(1, "😀 €uro ünïcödé 漢字 " * 9),  # several chunks, multi-byte everywhere
+        entry(1, "😀 €uro ünïcödé 漢字 " * 9),  # several segments, multi-byte everywhere
         entry(2, "short"),
-        entry(3, "x" * (5 * CHUNK + 3)),  # exactly-full chunks and a tail
+        entry(3, "x" * (5 * CHUNK + 3)),  # exactly-full segments and a tail
         entry(4, "done", kind="LLM", usage=Usage(prompt_tokens=1, total_tokens=1)),
     ]
 
 
-async def test_empty_transcript_loads_as_nothing(kube: FakeKube, small_chunks: int) -> None:
+def pieces(e: Entry) -> int:
+    return len(split_utf8(line(e), CHUNK))
+
+
+async def test_empty_transcript_loads_as_nothing(kube: FakeKube, small_segments: int) -> None:
     s = store(kube)
     assert await s.load() == ()
-    assert s.info().to_api() == {"configMaps": [], "entries": 0, "bytes": 0}
+    assert s.info().to_api() == {"configMaps": [], "entries": 0, "bytes": 0, "segments": 0}
+    assert s.found().missing_segments == ()
 
 
-async def test_appends_round_trip_through_load(kube: FakeKube, small_chunks: int) -> None:
+async def test_appends_round_trip_through_load(kube: FakeKube, small_segments: int) -> None:
     s = await loaded(kube)
     entries = conversation()
     for e in entries:
@@ -436,52 +470,65 @@ async def test_appends_round_trip_through_load(kube: FakeKube, small_chunks: int
     assert s.entries == tuple(entries)
     fresh = await loaded(kube)
     assert fresh.entries == tuple(entries)
-    assert kube.stream() == "".join(line(e) for e in entries)
+    assert fresh.info() == s.info()
+    assert kube.stream() == "".join(line(e) for e in entries)  # readable with kubectl alone
 
 
-async def test_chunks_are_full_sized_valid_utf8_configmaps(
-    kube: FakeKube, small_chunks: int
+async def test_segments_are_immutable_owned_labelled_parts(
+    kube: FakeKube, small_segments: int
 ) -> None:
     s = await loaded(kube)
-    for e in conversation():
+    entries = conversation()
+    for e in entries:
         await s.append(e)
     info = s.info()
-    assert len(info.config_maps) >= 10
-    assert kube.names() == set(info.config_maps)
+    total = sum(pieces(e) for e in entries)
+    assert info.segments == total == len(kube.objects)
     assert info.entries == 5
     assert info.bytes == len(kube.stream().encode())
-    for i, name in enumerate(info.config_maps):
-        assert name == chunk_name(TASK, UID, i)
-        obj = kube.objects[NS, name]
-        data = obj["data"][DATA_KEY]
-        assert 0 < len(data.encode()) <= CHUNK
-        if i < len(info.config_maps) - 1:  # greedy: only the last chunk may have room left
-            assert len(data.encode()) > CHUNK - 4
-        meta = obj["metadata"]
-        assert meta["namespace"] == NS
-        assert meta["labels"][UID_LABEL] == UID
-        assert meta["labels"][CHUNK_LABEL] == str(i)
-        [owner] = meta["ownerReferences"]
-        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-            "AgentTask",
-            TASK,
-            UID,
-            True,
-        )
+    assert info.config_maps == ()  # no chunk of the earlier layout
+    index = 0
+    for e in entries:
+        n = pieces(e)
+        for i in range(1, n + 1):
+            obj = kube.objects[NS, segment_name(TASK, UID, index)]
+            data = obj["data"][DATA_KEY]
+            assert 0 < len(data.encode()) <= CHUNK
+            assert data.endswith("\n") == (i == n)  # only an entry's last part ends its line
+            assert obj["immutable"] is True
+            meta = obj["metadata"]
+            assert meta["namespace"] == NS
+            assert meta["labels"][UID_LABEL] == UID
+            assert meta["labels"][SEGMENT_LABEL] == str(index)
+            assert meta["annotations"][PART_ANNOTATION] == f"{i}/{n}"
+            [owner] = meta["ownerReferences"]
+            assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+                "AgentTask",
+                TASK,
+                UID,
+                True,
+            )
+            index += 1
 
 
-async def test_appending_rewrites_only_the_tail(kube: FakeKube, small_chunks: int) -> None:
+@pytest.mark.parametrize("before", [0, 1, 50])
+async def test_an_append_writes_its_own_line_and_nothing_else(kube: FakeKube, before: int) -> None:
+    """The bytes an append sends are its line's, whatever the size of the transcript."""
     s = await loaded(kube)
-    await s.append(entry(1, "z" * (4 * CHUNK)))
-    before = {name: kube.rv(name) for name in kube.names()}
-    await s.append(entry(2, "tiny"))
-    changed = {name for name in before if kube.rv(name) != before[name]}
-    last = chunk_name(TASK, UID, len(before) - 1)
-    assert changed <= {last}
-    assert (await loaded(kube)).entries == s.entries
+    for i in range(before):
+        await s.append(entry(i, "earlier output " * 1000))
+    stored = copy.deepcopy(kube.objects)
+    kube.creates.clear()
+    new = entry(before + 1, "the new step's output " * 500)
+    await s.append(new)
+    [body] = kube.creates  # one request
+    assert body["data"][DATA_KEY] == line(new)
+    assert len(json.dumps(body).encode()) <= len(line(new).encode()) + 1024
+    assert {k: v for k, v in kube.objects.items() if k in stored} == stored  # untouched
+    assert kube.other_writes == 0
 
 
-async def test_long_task_name_round_trips(kube: FakeKube, small_chunks: int) -> None:
+async def test_long_task_name_round_trips(kube: FakeKube, small_segments: int) -> None:
     name = "n" * 250
     s = await loaded(kube, task=name)
     await s.append(entry(1, "é" * 100))
@@ -489,61 +536,76 @@ async def test_long_task_name_round_trips(kube: FakeKube, small_chunks: int) -> 
     assert (await loaded(kube, task=name)).entries == s.entries
 
 
-async def test_load_ignores_other_tasks_and_unlabelled_chunks(
-    kube: FakeKube, small_chunks: int
+async def test_load_ignores_other_tasks_and_unlabelled_objects(
+    kube: FakeKube, small_segments: int
 ) -> None:
     mine, theirs = await loaded(kube), await loaded(kube, task="other", uid="other-uid")
     await mine.append(entry(1, "mine"))
     await theirs.append(entry(1, "theirs"))
-    kube.objects[NS, "junk"] = {
-        "metadata": {
-            "name": "junk",
-            "labels": {UID_LABEL: UID, CHUNK_LABEL: "not-a-number"},
-            "resourceVersion": "1",
-        },
-        "data": {DATA_KEY: line(entry(9, "junk"))},
-    }
+    junk = line(entry(9, "junk"))
+    kube.put("junk", {UID_LABEL: UID, SEGMENT_LABEL: "not-a-number"}, junk)
+    kube.put("junk2", {UID_LABEL: UID, CHUNK_LABEL: "-1"}, junk)
+    kube.put("junk3", {UID_LABEL: UID}, junk)
     assert (await loaded(kube)).entries == (entry(1, "mine"),)
     assert (await loaded(kube, task="other", uid="other-uid")).entries == (entry(1, "theirs"),)
 
 
-async def test_load_stops_at_a_missing_chunk(kube: FakeKube, small_chunks: int) -> None:
+async def test_a_deleted_segment_in_the_middle_is_reported(
+    kube: FakeKube, small_segments: int
+) -> None:
     s = await loaded(kube)
     first = entry(1, "a")
     await s.append(first)
     await s.append(entry(2, "b" * (3 * CHUNK)))
-    gap = len(split_utf8(line(first), CHUNK))  # the first chunk holding only the second line
-    del kube.objects[NS, chunk_name(TASK, UID, gap)]
-    assert (await loaded(kube)).entries == (first,)
+    await s.append(entry(3, "c"))
+    gap = pieces(first) + 1  # the second part of the big entry
+    del kube.objects[NS, segment_name(TASK, UID, gap)]
+    fresh = await loaded(kube)
+    assert fresh.entries == (first,)  # nothing after a gap is read
+    found = fresh.found()
+    assert found.missing_segments == (gap,)
+    assert found.segments == s.info().segments  # the highest segment is still there
+    assert found.entries == 1
+
+
+async def test_deleted_last_segments_show_in_the_count(kube: FakeKube) -> None:
+    s = await loaded(kube)
+    for i in range(4):
+        await s.append(entry(i, "x"))
+    for i in (2, 3):
+        del kube.objects[NS, segment_name(TASK, UID, i)]
+    found = (await loaded(kube)).found()
+    assert (found.entries, found.segments, found.missing_segments) == (2, 2, ())
 
 
 @pytest.mark.parametrize("crash_on_write", [1, 2, 3, 5])
-async def test_torn_append_is_ignored_and_overwritten(
-    kube: FakeKube, small_chunks: int, crash_on_write: int
+async def test_a_torn_append_is_skipped_never_rewritten(
+    kube: FakeKube, small_segments: int, crash_on_write: int
 ) -> None:
     s = await loaded(kube)
     first = entry(1, "kept " * 20)
     await s.append(first)
+    lost = entry(2, "lost " * 60)
+    assert pieces(lost) > crash_on_write
     kube.crash_on_write = crash_on_write
     with pytest.raises(Crash):
-        await s.append(entry(2, "lost " * 60))  # needs more writes than crash_on_write
+        await s.append(lost)
+    torn = crash_on_write - 1  # parts that landed
     # after the crash, a new operator process reads what is stored
     after_crash = await loaded(kube)
     assert after_crash.entries == (first,)
-    if crash_on_write == 1:
-        assert kube.stream() == line(first)
-    else:
-        assert kube.stream().startswith(line(first))
-        assert not kube.stream().endswith("\n")
+    assert after_crash.found().missing_segments == ()
+    assert after_crash.info().segments == pieces(first) + torn
     third = entry(3, "next")
     await after_crash.append(third)
     final = await loaded(kube)
     assert final.entries == (first, third)
-    assert kube.stream() == line(first) + line(third)  # no trace of the torn line
-    assert kube.names() == set(final.info().config_maps)
+    assert final.info().bytes == len((line(first) + line(third)).encode())
+    assert kube.other_writes == 0
+    assert len(kube.objects) == pieces(first) + torn + pieces(third)
 
 
-async def test_torn_append_then_same_store_carries_on(kube: FakeKube, small_chunks: int) -> None:
+async def test_torn_append_then_same_store_carries_on(kube: FakeKube, small_segments: int) -> None:
     s = await loaded(kube)
     first = entry(1, "kept")
     await s.append(first)
@@ -554,26 +616,36 @@ async def test_torn_append_then_same_store_carries_on(kube: FakeKube, small_chun
     second = entry(3, "again " * 30)
     await s.append(second)
     assert (await loaded(kube)).entries == (first, second)
-    assert kube.stream() == line(first) + line(second)
+    assert s.info() == (await loaded(kube)).info()
 
 
-async def test_torn_append_leftover_chunks_are_deleted(kube: FakeKube, small_chunks: int) -> None:
+async def test_parts_out_of_order_never_make_an_entry(kube: FakeKube, small_segments: int) -> None:
+    """A torn run, then another writer's entry, then a late part of the torn run (a writer that
+    lost the task but still runs): only whole runs of parts 1..n count.
+    """
     s = await loaded(kube)
-    first, third = entry(1, "a"), entry(3, "b")
+    first = entry(1, "a")
     await s.append(first)
-    kube.crash_on_write = 6  # five chunk writes of a long line land, then the crash
-    with pytest.raises(Crash):
-        await s.append(entry(2, "L" * (10 * CHUNK)))
-    needed = len(split_utf8(line(first) + line(third), CHUNK))
-    assert len(kube.names()) > needed  # the torn line left chunks beyond the new end
+    at = s.info().segments
+    name = segment_name
+    late = line(entry(2, "zombie " * 10))
+    kube.put(name(TASK, UID, at), {UID_LABEL: UID, SEGMENT_LABEL: str(at)}, late[:30],
+             **{PART_ANNOTATION: "1/2"})  # fmt: skip
+    other = line(entry(2, "winner"))
+    kube.put(name(TASK, UID, at + 1), {UID_LABEL: UID, SEGMENT_LABEL: str(at + 1)}, other,
+             **{PART_ANNOTATION: "1/1"})  # fmt: skip
+    kube.put(name(TASK, UID, at + 2), {UID_LABEL: UID, SEGMENT_LABEL: str(at + 2)}, late[30:],
+             **{PART_ANNOTATION: "2/2"})  # fmt: skip
+    kube.put(name(TASK, UID, at + 3), {UID_LABEL: UID, SEGMENT_LABEL: str(at + 3)}, other,
+             **{PART_ANNOTATION: "bogus"})  # fmt: skip
     fresh = await loaded(kube)
-    await fresh.append(third)
-    assert kube.names() == {chunk_name(TASK, UID, i) for i in range(needed)}
-    assert kube.stream() == line(first) + line(third)
-    assert (await loaded(kube)).entries == (first, third)
+    assert fresh.entries == (first, entry(2, "winner"))
+    assert fresh.info().segments == at + 4
+    await fresh.append(entry(3, "next"))
+    assert (await loaded(kube)).entries == (first, entry(2, "winner"), entry(3, "next"))
 
 
-async def test_concurrent_first_writers_conflict(kube: FakeKube, small_chunks: int) -> None:
+async def test_concurrent_first_writers_conflict(kube: FakeKube, small_segments: int) -> None:
     a, b = await loaded(kube), await loaded(kube)
     await a.append(entry(1, "from a"))
     with pytest.raises(Conflict):
@@ -584,32 +656,31 @@ async def test_concurrent_first_writers_conflict(kube: FakeKube, small_chunks: i
     assert (await loaded(kube)).entries == (entry(1, "from a"), entry(2, "b after re-read"))
 
 
-async def test_stale_writer_conflicts(kube: FakeKube, small_chunks: int) -> None:
+async def test_stale_writer_conflicts(kube: FakeKube, small_segments: int) -> None:
     seed = await loaded(kube)
     await seed.append(entry(1, "seed"))
     a, b = await loaded(kube), await loaded(kube)
     await a.append(entry(2, "a wins"))
-    stored = kube.stream()
+    stored = copy.deepcopy(kube.objects)
     with pytest.raises(Conflict):
         await b.append(entry(2, "b loses"))
-    assert kube.stream() == stored  # the loser changed nothing
+    assert kube.objects == stored  # the loser changed nothing
     assert b.entries == (entry(1, "seed"), entry(2, "a wins"))
 
 
-async def test_conflict_on_a_later_chunk(kube: FakeKube, small_chunks: int) -> None:
+async def test_conflict_on_a_later_part(kube: FakeKube, small_segments: int) -> None:
     seed = await loaded(kube)
-    await seed.append(entry(1, "s" * (2 * CHUNK)))  # chunks 0-2, chunk 2 partly filled
+    await seed.append(entry(1, "s" * (2 * CHUNK)))
     a, b = await loaded(kube), await loaded(kube)
+    b.next_segment += 1  # b's first part lands; its second collides with a's entry
     await a.append(entry(2, "A" * (2 * CHUNK)))
-    stored = kube.stream()
     with pytest.raises(Conflict):
         await b.append(entry(2, "B" * (2 * CHUNK)))
-    assert kube.stream() == stored
     assert (await loaded(kube)).entries == (entry(1, "s" * (2 * CHUNK)), entry(2, "A" * 2 * CHUNK))
 
 
 async def test_line_separator_in_a_message_survives_a_reload(
-    kube: FakeKube, small_chunks: int
+    kube: FakeKube, small_segments: int
 ) -> None:
     s = await loaded(kube)
     e = entry(1, "a web page\u2028with a line separator")
@@ -617,36 +688,67 @@ async def test_line_separator_in_a_message_survives_a_reload(
     assert (await loaded(kube)).entries == (e,)
 
 
-# --- incarnations: a task deleted and created again under the same name -----------------------
+# --- the earlier layout: chunks, read and never written ------------------------------------------
 
 
-def legacy_chunk_name(task_name: str, uid: str, index: int) -> str:
-    """The naming before uids were part of every name (``<task>-transcript-<n>``)."""
-    suffix = f"-transcript-{index}"
-    if len(task_name) + len(suffix) <= 253:
-        return task_name + suffix
-    return f"{task_name[: 253 - len(suffix) - 9]}-{uid[:8]}{suffix}"
+def put_chunks(kube: FakeKube, text: str, uid: str = UID, legacy_names: bool = False) -> list[str]:
+    """Store ``text`` as an earlier version did: chunks of CHUNK bytes, labelled by index."""
+    names = []
+    for i, piece in enumerate(split_utf8(text, CHUNK)):
+        name = f"{TASK}-transcript-{i}" if legacy_names else chunk_name(TASK, uid, i)
+        kube.put(name, {UID_LABEL: uid, CHUNK_LABEL: str(i)}, piece)
+        names.append(name)
+    return names
 
 
-async def write_legacy(
-    kube: FakeKube, monkeypatch: pytest.MonkeyPatch, entries: list[Entry], uid: str = UID
+@pytest.mark.parametrize("legacy_names", [False, True])
+async def test_chunks_are_read_first_and_segments_follow(
+    kube: FakeKube, small_segments: int, legacy_names: bool
 ) -> None:
-    """Store ``entries`` as an operator of the earlier naming would have."""
-    with monkeypatch.context() as m:
-        m.setattr(tr, "chunk_name", legacy_chunk_name)
-        s = await loaded(kube, uid=uid)
-        for e in entries:
-            await s.append(e)
-    assert kube.of(uid) and all("-transcript-" in n for n in kube.of(uid))
+    first = [entry(1, "legacy " * 20, kind="LLM"), entry(1, "a tool answer")]
+    names = put_chunks(kube, "".join(line(e) for e in first), legacy_names=legacy_names)
+    stored = copy.deepcopy(kube.objects)
+
+    s = await loaded(kube)  # the upgraded operator picks the running task up
+    assert s.entries == tuple(first)
+    assert s.info().config_maps == tuple(names)
+    more = entry(2, "after the upgrade " * 10, kind="LLM")
+    await s.append(more)
+
+    assert {k: v for k, v in kube.objects.items() if k in stored} == stored  # chunks untouched
+    assert kube.other_writes == 0
+    fresh = await loaded(kube)
+    assert fresh.entries == (*first, more)
+    assert fresh.info() == s.info()
+    info = s.info()
+    assert info.config_maps == tuple(names)
+    assert info.segments == pieces(more)
+    assert info.bytes == len("".join(line(e) for e in (*first, more)).encode())
+    if not legacy_names:  # name order is log order
+        assert kube.stream() == "".join(line(e) for e in (*first, more))
+
+
+async def test_a_torn_chunk_tail_is_ignored(kube: FakeKube, small_segments: int) -> None:
+    first = entry(1, "kept")
+    names = put_chunks(kube, line(first) + line(entry(2, "torn " * 40))[:-50])
+    s = await loaded(kube)
+    assert s.entries == (first,)
+    assert s.info().bytes == len(line(first).encode())
+    assert s.info().config_maps == tuple(names[: pieces(first)])  # those with complete lines
+    await s.append(entry(3, "next"))
+    assert (await loaded(kube)).entries == (first, entry(3, "next"))
+
+
+# --- incarnations: a task deleted and created again under the same name -----------------------
 
 
 @pytest.mark.parametrize("legacy", [False, True])
 async def test_a_recreated_task_never_meets_the_old_incarnation(
-    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch, legacy: bool
+    kube: FakeKube, small_segments: int, legacy: bool
 ) -> None:
     old_entries = conversation()
-    if legacy:  # the old incarnation ran under the operator of the earlier naming
-        await write_legacy(kube, monkeypatch, old_entries)
+    if legacy:  # the old incarnation ran under an earlier version
+        put_chunks(kube, "".join(line(e) for e in old_entries))
     else:
         old = await loaded(kube)
         for e in old_entries:
@@ -662,106 +764,8 @@ async def test_a_recreated_task_never_meets_the_old_incarnation(
     assert {k: v for k, v in kube.objects.items() if k in before} == before  # untouched
     assert (await loaded(kube, uid=OTHER_UID)).entries == tuple(mine)
     assert (await loaded(kube)).entries == tuple(old_entries)
-    info = new.info()
-    assert set(info.config_maps) == set(kube.of(OTHER_UID))
-    assert not set(info.config_maps) & {name for (_ns, name) in before}
-    for name in info.config_maps:
-        [owner] = kube.objects[NS, name]["metadata"]["ownerReferences"]
+    assert not set(kube.of(OTHER_UID)) & {name for (_ns, name) in before}
+    for obj in kube.of(OTHER_UID).values():
+        [owner] = obj["metadata"]["ownerReferences"]
         assert owner["uid"] == OTHER_UID
-    assert kube.indexes(OTHER_UID) == list(range(len(info.config_maps)))
-
-
-async def test_chunks_of_the_earlier_naming_carry_on_under_their_names(
-    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first = [entry(1, "legacy " * 20, kind="LLM"), entry(1, "a tool answer")]
-    await write_legacy(kube, monkeypatch, first)
-    legacy_names = {legacy_chunk_name(TASK, UID, i) for i in range(len(kube.objects))}
-    assert kube.names() == legacy_names
-
-    s = await loaded(kube)  # the upgraded operator picks the running task up
-    assert s.entries == tuple(first)
-    assert set(s.info().config_maps) == legacy_names
-    last = legacy_chunk_name(TASK, UID, len(legacy_names) - 1)
-    last_rv = kube.rv(last)
-    more = entry(2, "after the upgrade " * 10, kind="LLM")
-    await s.append(more)
-
-    assert kube.rv(last) != last_rv  # the partly filled tail was replaced under its own name
-    assert legacy_names < kube.names()
-    added = kube.names() - legacy_names
-    assert added == {chunk_name(TASK, UID, i) for i in range(len(legacy_names), len(kube.names()))}
-    assert kube.indexes() == list(range(len(kube.names())))  # one object per chunk
-    info = s.info()
-    assert set(info.config_maps) == kube.names()
-    assert [
-        int(kube.objects[NS, n]["metadata"]["labels"][CHUNK_LABEL]) for n in info.config_maps
-    ] == list(range(len(info.config_maps)))
-    assert (await loaded(kube)).entries == (*first, more)
-    assert kube.stream() == "".join(line(e) for e in (*first, more))
-
-
-async def test_torn_leftovers_of_the_earlier_naming_are_deleted_by_their_names(
-    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first = entry(1, "a")
-    await write_legacy(kube, monkeypatch, [first])
-    with monkeypatch.context() as m:
-        m.setattr(tr, "chunk_name", legacy_chunk_name)
-        s = await loaded(kube)
-        kube.crash_on_write = 6
-        with pytest.raises(Crash):
-            await s.append(entry(2, "L" * (10 * CHUNK)))
-    fresh = await loaded(kube)
-    third = entry(3, "b")
-    await fresh.append(third)
-    needed = len(split_utf8(line(first) + line(third), CHUNK))
-    assert kube.names() == {legacy_chunk_name(TASK, UID, i) for i in range(needed)}
-    assert kube.stream() == line(first) + line(third)
-    assert set(fresh.info().config_maps) == kube.names()
-
-
-async def test_leftovers_are_deleted_last_first(kube: FakeKube, small_chunks: int) -> None:
-    s = await loaded(kube)
-    first = entry(1, "a")
-    await s.append(first)
-    kube.crash_on_write = 6
-    with pytest.raises(Crash):
-        await s.append(entry(2, "L" * (10 * CHUNK)))
-    fresh = await loaded(kube)
-    await fresh.append(entry(3, "b"))
-    indexes = [int(name.rsplit("-", 1)[1]) for name in kube.deleted]
-    assert len(indexes) >= 2
-    assert indexes == sorted(indexes, reverse=True)  # a crash meanwhile leaves no gap
-
-
-@pytest.mark.parametrize("legacy", [False, True])
-async def test_a_chunk_beyond_a_gap_is_reused_not_doubled(
-    kube: FakeKube, small_chunks: int, monkeypatch: pytest.MonkeyPatch, legacy: bool
-) -> None:
-    first = entry(1, "a")
-    big = entry(2, "b" * (6 * CHUNK))
-    if legacy:
-        await write_legacy(kube, monkeypatch, [first, big])
-    else:
-        s = await loaded(kube)
-        await s.append(first)
-        await s.append(big)
-    gap = len(split_utf8(line(first), CHUNK))  # the first chunk holding only the big line
-    by_index = {
-        int(o["metadata"]["labels"][CHUNK_LABEL]): n for (_ns, n), o in kube.objects.items()
-    }
-    beyond = {i: by_index[i] for i in by_index if i > gap}
-    del kube.objects[NS, by_index[gap]]
-
-    fresh = await loaded(kube)
-    assert fresh.entries == (first,)
-    third = entry(3, "c" * (3 * CHUNK))  # reaches past the gap into the chunks beyond it
-    await fresh.append(third)
-    assert kube.indexes() == list(range(len(kube.names())))  # never two objects for one chunk
-    reused = {i: n for i, n in beyond.items() if (NS, n) in kube.objects}
-    assert reused  # the chunks beyond the gap were rewritten under their stored names …
-    assert all(i < len(kube.names()) for i in reused)  # … or deleted beyond the new end
-    assert (await loaded(kube)).entries == (first, third)
-    assert kube.stream() == line(first) + line(third)
-    assert set(fresh.info().config_maps) == kube.names()
+    assert sorted(kube.segments(OTHER_UID)) == list(range(new.info().segments))

@@ -101,11 +101,11 @@ runs the operator with exactly these rules.
 - apiGroups: ["agenttask.dev"]
   resources: ["agenttoolapprovals/status"]
   verbs: ["patch"]
-# The transcript: ConfigMaps <task>-<uid8>-transcript-N, owned by their task. list: load it; create and
-# update: append; delete: drop a chunk left over by a torn append.
+# The transcript: immutable ConfigMaps <task>-<uid8>-transcript-sNNNNNN, owned by their task.
+# list: load it; create: append a step. Nothing stored is ever rewritten or deleted by us.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "create", "update", "delete"]
+  verbs: ["list", "create"]
 # Events on tasks (Started, Retrying, Succeeded, ...): core/v1 Events, as kopf posts them too.
 - apiGroups: [""]
   resources: ["events"]

@@ -4,7 +4,8 @@ Every wake-up reads spec, status and the committed transcript, and calls ``decid
 matters whether this is a creation, an update or a resume after a crash:
 
 1. ended → wait for ``ttlSecondsAfterFinished``, then delete; otherwise nothing, ever;
-   being deleted → nothing;
+   being deleted → nothing; committed transcript entries gone → Failed ``TranscriptLost``
+   (never run a finished step again);
 2. what the operator will not give: a tool neither built in nor HTTP → Failed ``UnknownTool``;
    built-ins outside their allowed namespaces → ``ToolNotAllowed``; a URL whose host is not on
    the allow-list → ``URLNotAllowed``; the default endpoint without a default key →
@@ -34,7 +35,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from agenttask_operator.core import approval, status
+from agenttask_operator.core import approval, status, transcript
 from agenttask_operator.core.actions import Action, Delete, Event, Execute, Noop, Wait, WriteStatus
 from agenttask_operator.core.conversation import Answer, next_step, project
 from agenttask_operator.core.credentials import model_access, refused_urls
@@ -111,6 +112,9 @@ def decide(state: TaskState, now: datetime) -> Action:
         return _after_end(state, now)
     if state.deleting:
         return Noop("task is being deleted")
+    missing = None if state.stored is None else transcript.lost(st.transcript, state.stored)
+    if missing is not None:
+        return fail(state, now, "TranscriptLost", missing)
     refused = _refused(state)
     if refused is not None:
         return fail(state, now, *refused)

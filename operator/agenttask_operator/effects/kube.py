@@ -18,6 +18,8 @@ from agenttask_operator.models.agentmodel import SecretLookup
 
 GROUP, VERSION, PLURAL, KIND = "agenttask.dev", "v1alpha1", "agenttasks", "AgentTask"
 MERGE = "application/merge-patch+json"
+USER_AGENT = "agenttask-operator"
+FINALIZER = f"{GROUP}/finalizer"  # kopf's, on every task with a loop
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,9 @@ async def connect() -> client.ApiClient:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
         await config.load_kube_config(client_configuration=cfg)
-    return client.ApiClient(cfg)
+    api = client.ApiClient(cfg)
+    api.user_agent = USER_AGENT  # the API server's audit log and metrics tell our requests apart
+    return api
 
 
 class Kube:

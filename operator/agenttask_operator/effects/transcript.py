@@ -1,25 +1,35 @@
-"""The transcript: an append-only JSON-lines log in ConfigMaps owned by the task.
+"""The transcript: an append-only log of immutable ConfigMaps owned by the task.
 
-Where: ConfigMaps ``<task>-<uid8>-transcript-0``, ``-1``, … in the task's namespace, where
-``<uid8>`` is the first 8 hex digits of the task's uid (see :func:`chunk_name`), labelled
-``agenttask.dev/task-uid=<uid>`` and ``agenttask.dev/transcript-chunk=<n>`` and owned by the
-AgentTask (garbage-collected with it). Each holds up to :data:`CHUNK_BYTES` of the log under the
-key ``transcript.jsonl``; the log is their concatenation, one JSON entry per line. A single entry
-may span several ConfigMaps, so there is no limit to the size of a message or of the whole
-conversation.
+**Segments** (this layout): every committed step adds ConfigMaps
+``<task>-<uid8>-transcript-s000000``, ``-s000001``, … in the task's namespace and never
+touches them again. ``<uid8>`` is the first 8 hex digits of the task's uid (see
+:func:`uid_tag`); each is labelled ``agenttask.dev/task-uid=<uid>`` and
+``agenttask.dev/transcript-segment=<n>``, created ``immutable: true`` and owned by the AgentTask
+(garbage-collected with it). A segment holds one entry as one JSON line under the key
+``transcript.jsonl``; an entry longer than :data:`SEGMENT_BYTES` spans several consecutive
+segments, annotated ``agenttask.dev/transcript-part: <i>/<n>``. So a step writes its own
+content once and nothing else: the bytes a step writes do not grow with the transcript, and
+there is no limit to the size of an entry or of the whole conversation.
 
-The uid in the name keeps incarnations apart: a task deleted and created again under the same
-name gets a new uid, so its chunks never collide with the old ones, which may live on until the
-garbage collector removes them. Chunks are found by their labels, never by their names, and an
-existing chunk is always rewritten under its stored name; so tasks whose chunks were created
-with the earlier naming (``<task>-transcript-<n>``, no uid) carry on, with new chunks named the
-new way.
+**Commit point**: an entry counts once its last part is stored. Creating a segment claims its
+index (its name is deterministic per task uid and index, so a second writer's create of the same
+index fails with 409); a crash between the parts of a long entry leaves a run of parts that
+never completes, which readers skip and later appends step over (a torn write is never
+mistaken for a committed step, and nothing is rewritten or deleted to repair it).
 
-Appending a line is the commit point of a step: only complete lines (ending in a newline) count.
-A crash half-way through a multi-chunk append leaves an incomplete last line, which is ignored
-and overwritten by the next append. Every write carries the chunk's resourceVersion (or is a
-create of a name that is deterministic per task uid and index), so two writers can never both
-append.
+**Loss**: segments are created in index order and never deleted by the operator, so an index
+missing below the highest one stored means someone deleted a segment; status records how many
+entries and segments were committed, so a shorter transcript is detected too
+(:mod:`agenttask_operator.core.transcript` decides what that means for the task).
+
+**Chunks** (the earlier layout, read only): ConfigMaps labelled
+``agenttask.dev/transcript-chunk=<n>`` whose ``transcript.jsonl`` values, concatenated in
+order, form a JSON-lines log (complete lines only). Tasks started by an earlier version keep
+their chunks, which come first; their new entries go to segments.
+
+The uid in the names keeps incarnations apart: a task deleted and created again under the same
+name gets a new uid, so its ConfigMaps never collide with the old ones, which may live on until
+the garbage collector removes them. ConfigMaps are found by their labels, never by their names.
 """
 
 from __future__ import annotations
@@ -31,13 +41,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from agenttask_operator.effects.kube import GROUP, KIND, VERSION, Conflict, Kube
-from agenttask_operator.models import Entry, TranscriptInfo
+from agenttask_operator.models import Entry, StoredTranscript, TranscriptInfo
 
-CHUNK_BYTES = 512 * 1024  # well under the 1 MiB ConfigMap limit and etcd's 1.5 MiB request limit
+SEGMENT_BYTES = 512 * 1024  # well under the 1 MiB ConfigMap limit and etcd's 1.5 MiB requests
 DATA_KEY = "transcript.jsonl"
 UID_LABEL = "agenttask.dev/task-uid"
-CHUNK_LABEL = "agenttask.dev/transcript-chunk"
-UID_TAG_LEN = 8  # hex digits of the uid in chunk names: 32 random bits of a UUIDv4
+SEGMENT_LABEL = "agenttask.dev/transcript-segment"
+PART_ANNOTATION = "agenttask.dev/transcript-part"
+CHUNK_LABEL = "agenttask.dev/transcript-chunk"  # the earlier layout: read, never written
+UID_TAG_LEN = 8  # hex digits of the uid in names: 32 random bits of a UUIDv4
 MAX_NAME = 253  # a ConfigMap name is a DNS subdomain
 
 
@@ -70,6 +82,11 @@ def parse(stream: str) -> tuple[Entry, ...]:
     return tuple(Entry.model_validate_json(line) for line in lines if line)
 
 
+def line_of(entry: Entry) -> str:
+    """``entry`` as stored: one line of compact JSON."""
+    return json.dumps(entry.to_api(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 def uid_tag(uid: str) -> str:
     """:data:`UID_TAG_LEN` lowercase letters or digits identifying ``uid``, for names.
 
@@ -82,29 +99,72 @@ def uid_tag(uid: str) -> str:
     return tag
 
 
-def chunk_name(task_name: str, uid: str, index: int) -> str:
-    """The ConfigMap name of a new chunk ``index``: ``<task>-<uid tag>-transcript-<index>``.
-
-    Deterministic per (task name, uid, index), so two writers of one task collide on create;
-    different per incarnation, so a re-created task never meets the old one's chunks. A task
-    name too long for the 253-character limit is cut (and stripped of a trailing ``.`` or ``-``,
-    to stay a valid DNS subdomain).
-    """
-    suffix = f"-{uid_tag(uid)}-transcript-{index}"
+def _name(task_name: str, suffix: str) -> str:
+    # A task name too long for the 253-character limit is cut (and stripped of a trailing
+    # ``.`` or ``-``, to stay a valid DNS subdomain).
     return task_name[: MAX_NAME - len(suffix)].rstrip(".-") + suffix
 
 
-@dataclass
-class _Chunk:
-    name: str  # as stored: never recomputed, older chunks may follow an earlier naming
-    resource_version: str
+def segment_name(task_name: str, uid: str, index: int) -> str:
+    """The ConfigMap name of segment ``index``: ``<task>-<uid tag>-transcript-s<index:06d>``.
+
+    Deterministic per (task name, uid, index), so two writers of one task collide on create;
+    different per incarnation, so a re-created task never meets the old one's segments. The
+    padding makes ``kubectl get cm`` list them in order, after the earlier layout's chunks.
+    """
+    return _name(task_name, f"-{uid_tag(uid)}-transcript-s{index:06d}")
+
+
+def chunk_name(task_name: str, uid: str, index: int) -> str:
+    """The name an earlier version gave chunk ``index``: ``<task>-<uid tag>-transcript-<n>``."""
+    return _name(task_name, f"-{uid_tag(uid)}-transcript-{index}")
+
+
+def part_of(annotations: dict[str, str] | None) -> tuple[int, int] | None:
+    """``(i, n)`` of a segment's ``i/n`` part annotation; None if absent or malformed."""
+    i, sep, n = (annotations or {}).get(PART_ANNOTATION, "1/1").partition("/")
+    if not sep or not i.isdigit() or not n.isdigit() or not 1 <= int(i) <= int(n):
+        return None
+    return int(i), int(n)
+
+
+def _index(labels: dict[str, str] | None, label: str) -> int | None:
+    value = (labels or {}).get(label, "")
+    return int(value) if value.isdigit() else None
+
+
+@dataclass(frozen=True)
+class _Segment:
+    part: tuple[int, int] | None
     text: str
 
 
-def _chunk(cm: Any) -> _Chunk:
-    """A listed ConfigMap as a chunk."""
-    text = (cm.data or {}).get(DATA_KEY, "")
-    return _Chunk(cm.metadata.name, cm.metadata.resource_version, text)
+def read_segments(segments: dict[int, _Segment]) -> tuple[list[tuple[Entry, int]], int]:
+    """The complete entries of ``segments`` in index order, each with its line's size in bytes,
+    and the segments they take (a torn run of parts is skipped). Stops at the first missing index.
+    """  # noqa: D205
+    out: list[tuple[Entry, int]] = []
+    run: list[str] = []  # the parts of the entry being read
+    index = 0
+    while index in segments:
+        seg = segments[index]
+        index += 1
+        if seg.part is None:
+            run = []
+            continue
+        i, n = seg.part
+        if i == 1:
+            run = [seg.text]
+        elif len(run) == i - 1:
+            run.append(seg.text)
+        else:  # not the part that comes next: a torn run; wait for an entry's first part
+            run = []
+            continue
+        if i == n:
+            line = "".join(run)
+            run = []
+            out.append((Entry.model_validate_json(line), len(line.encode())))
+    return out, index
 
 
 class TranscriptStore:
@@ -113,57 +173,78 @@ class TranscriptStore:
     def __init__(self, kube: Kube, namespace: str, task_name: str, uid: str) -> None:
         """Bind to a task; call :meth:`load` before use."""
         self.kube, self.namespace, self.task_name, self.uid = kube, namespace, task_name, uid
-        self.chunks: list[_Chunk] = []
-        self.stray: dict[int, _Chunk] = {}  # chunks beyond a gap: rewritten or deleted, not read
         self.entries: tuple[Entry, ...] = ()
-
-    @property
-    def stream(self) -> str:
-        """The whole log as stored."""
-        return "".join(c.text for c in self.chunks)
+        self.chunks: tuple[str, ...] = ()  # the earlier layout's chunks holding complete lines
+        self.next_segment = 0  # the index the next segment takes
+        self.missing: tuple[int, ...] = ()  # segment indices absent below the highest stored
+        self.bytes = 0
 
     async def load(self) -> tuple[Entry, ...]:
-        """Read every chunk of this uid (in order, stopping at a gap); parse the complete lines."""
+        """Read every ConfigMap of this uid; keep the complete entries (chunks, then segments)."""
         items = await self.kube.list_config_maps(self.namespace, f"{UID_LABEL}={self.uid}")
-        by_index: dict[int, _Chunk] = {}
+        chunks: dict[int, tuple[str, str]] = {}
+        segments: dict[int, _Segment] = {}
         for cm in items:
-            try:
-                index = int((cm.metadata.labels or {}).get(CHUNK_LABEL, ""))
-            except ValueError:
+            labels, text = cm.metadata.labels, (cm.data or {}).get(DATA_KEY, "")
+            seg = _index(labels, SEGMENT_LABEL)
+            if seg is not None:
+                segments[seg] = _Segment(part_of(cm.metadata.annotations), text)
                 continue
-            if index >= 0:
-                by_index[index] = _chunk(cm)
-        self.chunks = []
-        while len(self.chunks) in by_index:
-            self.chunks.append(by_index.pop(len(self.chunks)))
-        self.stray = by_index
-        self.entries = parse(self.stream)
+            chunk = _index(labels, CHUNK_LABEL)
+            if chunk is not None:
+                chunks[chunk] = (cm.metadata.name, text)
+        # The earlier layout: chunks in order up to a gap, complete lines only.
+        names: list[str] = []
+        texts: list[str] = []
+        while len(texts) in chunks:
+            name, text = chunks[len(texts)]
+            names.append(name)
+            texts.append(text)
+        stream = valid_prefix("".join(texts))
+        size = len(stream.encode())
+        covered, used = 0, 0
+        while used < len(texts) and covered < size:
+            covered += len(texts[used].encode())
+            used += 1
+        self.chunks = tuple(names[:used])
+        entries = list(parse(stream))
+        read, contiguous = read_segments(segments)
+        entries.extend(e for e, _ in read)
+        self.entries = tuple(entries)
+        self.bytes = size + sum(n for _, n in read)
+        top = max(segments, default=-1)
+        self.next_segment = top + 1
+        self.missing = tuple(i for i in range(contiguous, top) if i not in segments)
         return self.entries
 
-    def info(self) -> TranscriptInfo:
-        """What status says about the transcript: the stored chunks holding complete lines."""
-        size = len(valid_prefix(self.stream).encode())
-        names: list[str] = []
-        covered = 0
-        for chunk in self.chunks:
-            if covered >= size:
-                break
-            names.append(chunk.name)
-            covered += len(chunk.text.encode())
-        return TranscriptInfo(config_maps=tuple(names), entries=len(self.entries), bytes=size)
+    def found(self) -> StoredTranscript:
+        """What is stored, as loaded: for telling a lost transcript from a short one."""
+        return StoredTranscript(
+            entries=len(self.entries),
+            segments=self.next_segment,
+            config_maps=self.chunks,
+            missing_segments=self.missing,
+        )
 
-    def _body(
-        self, name: str, index: int, text: str, resource_version: str | None
-    ) -> dict[str, Any]:
+    def info(self) -> TranscriptInfo:
+        """What status says about the transcript: how many entries, bytes and segments."""
+        return TranscriptInfo(
+            config_maps=self.chunks,
+            entries=len(self.entries),
+            bytes=self.bytes,
+            segments=self.next_segment,
+        )
+
+    def _body(self, index: int, text: str, part: str) -> dict[str, Any]:
         meta: dict[str, Any] = {
-            "name": name,
+            "name": segment_name(self.task_name, self.uid, index),
             "namespace": self.namespace,
             "labels": {
                 UID_LABEL: self.uid,
-                CHUNK_LABEL: str(index),
+                SEGMENT_LABEL: str(index),
                 "app.kubernetes.io/managed-by": "agenttask-operator",
             },
-            "annotations": {"agenttask.dev/task": self.task_name},
+            "annotations": {"agenttask.dev/task": self.task_name, PART_ANNOTATION: part},
             "ownerReferences": [
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -174,43 +255,28 @@ class TranscriptStore:
                 }
             ],
         }
-        if resource_version is not None:
-            meta["resourceVersion"] = resource_version
-        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {DATA_KEY: text}}
-
-    async def _write(self, index: int, text: str, existing: _Chunk | None) -> _Chunk:
-        """Replace ``existing`` under its stored name, or create chunk ``index`` anew."""
-        if existing is None:
-            name = chunk_name(self.task_name, self.uid, index)
-            rv = await self.kube.create_config_map(
-                self.namespace, self._body(name, index, text, None)
-            )
-        else:
-            name = existing.name
-            body = self._body(name, index, text, existing.resource_version)
-            rv = await self.kube.replace_config_map(self.namespace, body)
-        return _Chunk(name, rv, text)
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta,
+            "immutable": True,
+            "data": {DATA_KEY: text},
+        }
 
     async def append(self, entry: Entry) -> None:
-        """Append ``entry`` as one line. Raises Conflict if someone else wrote meanwhile."""
-        line = json.dumps(entry.to_api(), ensure_ascii=False, separators=(",", ":")) + "\n"
-        desired = split_utf8(valid_prefix(self.stream) + line, CHUNK_BYTES)
+        """Append ``entry``: one new segment per :data:`SEGMENT_BYTES` of its line, in order.
+
+        Raises Conflict (after reloading) if another writer took one of the indices meanwhile.
+        """
+        line = line_of(entry)
+        pieces = split_utf8(line, SEGMENT_BYTES)
         try:
-            for i, text in enumerate(desired):
-                if i < len(self.chunks):
-                    if self.chunks[i].text != text:
-                        self.chunks[i] = await self._write(i, text, self.chunks[i])
-                else:  # a chunk left beyond a gap is reused, never doubled under a new name
-                    self.chunks.append(await self._write(i, text, self.stray.get(i)))
-                    self.stray.pop(i, None)
+            for i, piece in enumerate(pieces, start=1):
+                body = self._body(self.next_segment, piece, f"{i}/{len(pieces)}")
+                await self.kube.create_config_map(self.namespace, body)
+                self.next_segment += 1
         except Conflict:
             await self.load()
             raise
         self.entries = (*self.entries, entry)
-        # Left-overs of an earlier torn append beyond the new end hold no complete line; drop
-        # them, the last first, so that a crash meanwhile leaves no gap.
-        extra = dict(enumerate(self.chunks)) | self.stray
-        for index in sorted((i for i in extra if i >= len(desired)), reverse=True):
-            await self.kube.delete_config_map(self.namespace, extra[index].name)
-            self.stray.pop(index, None)
-        del self.chunks[len(desired) :]
+        self.bytes += len(line.encode())

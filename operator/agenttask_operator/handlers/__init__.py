@@ -7,13 +7,14 @@ a task resumes after a crash; terminal tasks get no daemon, so they are never to
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
 import aiohttp
 import kopf
 
-from agenttask_operator.effects.kube import GROUP, PLURAL, VERSION, Kube, connect
+from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.registry import load_builtins
 from agenttask_operator.handlers import agentmodel, approval, toolserver
 from agenttask_operator.handlers.context import Context, Settings, scrub_openai_environment
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Connect to the API, load the built-in tools, configure kopf."""
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = 300
@@ -69,11 +70,16 @@ def needs_loop(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     )
 
 
-async def wake(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
-    """Any change of a task ends its loop's wait (e.g. spec.suspend flipped during a backoff)."""
+async def wake(
+    namespace: str | None, name: str | None, event: kopf.RawEvent, memo: Any, **_: Any
+) -> None:
+    """Any change of a task ends its loop's wait (e.g. spec.suspend flipped during a backoff)
+    and hands the loop the object as watched, so that the loop need not read it again.
+    """  # noqa: D205
     ctx: Context | None = memo.get("ctx")
     if ctx is not None and namespace and name:
-        ctx.wakeup(namespace, name).set()
+        obj = event.get("object") if event.get("type") in ("ADDED", "MODIFIED") else None
+        ctx.notify(namespace, name, dict(obj) if isinstance(obj, dict) else None)
 
 
 async def agent_loop(
@@ -81,13 +87,15 @@ async def agent_loop(
     namespace: str | None,
     name: str,
     uid: str | None,
+    body: kopf.Body,
     stopped: kopf.DaemonStopped,
     memo: Any,
     **_: Any,
 ) -> None:
-    """Run the task's loop until it ends."""
+    """Run the task's loop until it ends, starting from the object as kopf last saw it."""
     assert namespace is not None  # AgentTask is namespaced
-    await TaskLoop(memo.ctx, namespace, name, uid).run(stopped)
+    loop = TaskLoop(memo.ctx, namespace, name, uid)
+    await loop.run(stopped, copy.deepcopy(dict(body)))
 
 
 def register() -> None:

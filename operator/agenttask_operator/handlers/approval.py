@@ -93,7 +93,7 @@ async def wake_task(
     task = spec.get("task")
     new = event.get("type") in (None, "ADDED")
     if ctx is not None and namespace and isinstance(task, str) and new:
-        ctx.wakeup(namespace, task).set()
+        ctx.notify(namespace, task)
 
 
 def register() -> None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import kopf
@@ -83,10 +84,40 @@ class Context:
     builtins: dict[str, BuiltinTool]
     settings: Settings
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    # For each task with a loop: how many loops hold its wake-up event, and the newest object
+    # the watch delivered since the loop last looked (so that a loop never GETs per turn).
+    holders: dict[tuple[str, str], int] = field(default_factory=dict)
+    latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def wakeup(self, namespace: str, name: str) -> asyncio.Event:
-        """The event set whenever the task changes (so that waits end early)."""
+        """The event set whenever the object changes (so that waits end early)."""
         return self.wakeups.setdefault((namespace, name), asyncio.Event())
+
+    def hold(self, namespace: str, name: str) -> asyncio.Event:
+        """A task's loop starts: its wake-up event, kept until :meth:`release`."""
+        key = (namespace, name)
+        self.holders[key] = self.holders.get(key, 0) + 1
+        return self.wakeup(namespace, name)
+
+    def release(self, namespace: str, name: str) -> None:
+        """A task's loop ended: forget its event and what was left for it, if no loop is left."""
+        key = (namespace, name)
+        left = self.holders.pop(key, 1) - 1
+        if left > 0:
+            self.holders[key] = left
+        else:
+            self.wakeups.pop(key, None)
+            self.latest.pop(key, None)
+
+    def notify(self, namespace: str, name: str, obj: dict[str, Any] | None = None) -> None:
+        """A task changed (``obj``: as the watch delivered it): wake its loop, if it has one."""
+        key = (namespace, name)
+        event = self.wakeups.get(key)
+        if event is None or key not in self.holders:
+            return
+        if obj is not None:
+            self.latest[key] = obj
+        event.set()
 
 
 async def until_stopped(stopped: kopf.DaemonStopped) -> None:

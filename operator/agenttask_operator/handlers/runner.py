@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +31,7 @@ from agenttask_operator.core.decide import describe
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
 from agenttask_operator.effects import faults, llm, tools
-from agenttask_operator.effects.kube import Conflict, SecretError, is_transient
+from agenttask_operator.effects.kube import FINALIZER, Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
@@ -53,6 +55,29 @@ from agenttask_operator.models.toolserver import PLURAL as TOOLSERVERS
 from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolServerStatus
 
 log = logging.getLogger(__name__)
+
+
+FINALIZER_WAIT = 2.0  # seconds the first turn waits for kopf's finalizer to show in the watch
+OWN_WRITES = 16  # how many of our own writes' resourceVersions to recognise in the watch
+
+
+def newer(seen: dict[str, Any], known: dict[str, Any] | None, own: Collection[str]) -> bool:
+    """Whether ``seen`` (delivered by the watch) is newer than ``known`` (what the loop holds).
+
+    Our own writes come back through the watch after their answer did: those are never newer.
+    Otherwise resourceVersions are compared as etcd revisions when both are numbers (an event
+    delivered late is older); an opaque one is taken as newer, which at worst costs a 409 and
+    a read.
+    """
+    rv = str(seen.get("metadata", {}).get("resourceVersion", ""))
+    if rv in own:
+        return False
+    if known is None:
+        return True
+    current = str(known["metadata"].get("resourceVersion", ""))
+    if rv.isdigit() and current.isdigit():
+        return int(rv) > int(current)
+    return rv != current
 
 
 def now() -> datetime:
@@ -104,6 +129,7 @@ async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) ->
         approvals=decisions,
         created=approval.parse_time(created) if created else None,
         transcript=store.entries,
+        stored=store.found(),
         builtin_tools=frozenset(ctx.builtins),
         deleting="deletionTimestamp" in meta,
         policy=ctx.settings.policy,
@@ -140,28 +166,61 @@ class TaskLoop:
         self.ctx, self.namespace, self.name, self.uid = ctx, namespace, name, uid
         self.store: TranscriptStore | None = None
         self.mcp = McpTools(ctx, namespace)
+        self.obj: dict[str, Any] | None = None  # the task as last written or watched
+        self.own: deque[str] = deque(maxlen=OWN_WRITES)  # resourceVersions of our writes
+        self.waited = False  # for kopf's finalizer, on the first turn
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-        """Write a status patch (and where the transcript is), fenced by resourceVersion."""
+        """Write a status patch (and how much of the transcript is committed, when that grew),
+        fenced by resourceVersion. The answer is the task as it now is: the next turn starts
+        from it, without reading the task again; after a conflict, the next turn reads it.
+        """  # noqa: D205
         assert self.store is not None
-        full = patch | {"transcript": self.store.info().to_api()}
-        new = await self.ctx.kube.patch_status(
-            self.namespace, self.name, obj["metadata"]["resourceVersion"], full
-        )
+        info = self.store.info()
+        recorded = AgentTaskStatus.model_validate(obj.get("status") or {}).transcript
+        if info != recorded and info.entries >= recorded.entries:  # never record a loss
+            patch = patch | {"transcript": info.to_api()}
+        try:
+            new = await self.ctx.kube.patch_status(
+                self.namespace, self.name, obj["metadata"]["resourceVersion"], patch
+            )
+        except Conflict:
+            self.obj = None
+            raise
+        self.obj = new
+        self.own.append(new["metadata"]["resourceVersion"])
         return new
 
-    async def run(self, stopped: kopf.DaemonStopped) -> None:
+    def _known(self) -> dict[str, Any] | None:
+        """The newest version of the task known without asking: what our last write returned,
+        or what the watch delivered since, unless that is the echo of a write of ours.
+        """  # noqa: D205
+        seen = self.ctx.latest.pop((self.namespace, self.name), None)
+        if seen is not None and newer(seen, self.obj, self.own):
+            self.obj = seen
+        return self.obj
+
+    async def run(self, stopped: kopf.DaemonStopped, initial: dict[str, Any] | None = None) -> None:
         """Loop: read, decide, act. No exception ends it: transient API server errors are
         ridden out; anything else (a bug of ours) is reported on the task and retried with a
         growing backoff, and ends the task ``InternalError`` after a bounded number of tries.
+        ``initial``: the task as kopf saw it when it started the loop (else it is read).
         """  # noqa: D205
-        wake = self.ctx.wakeup(self.namespace, self.name)
+        self.obj = initial
+        wake = self.ctx.hold(self.namespace, self.name)
+        try:
+            await self._run(stopped, wake)
+        finally:
+            self.ctx.release(self.namespace, self.name)
+
+    async def _run(self, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
         while not stopped:
             try:
                 done = await self._turn(stopped, wake)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                self.obj = None  # whatever happened, read the task afresh
                 if is_transient(e):
                     log.warning("%s/%s: API server: %s; retry in 1s", self.namespace, self.name, e)
                     await sleep(stopped, wake, 1.0)
@@ -173,6 +232,10 @@ class TaskLoop:
                 continue
             if done:
                 return
+
+    def _before_finalizer(self, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        return FINALIZER not in (meta.get("finalizers") or ()) and "deletionTimestamp" not in meta
 
     async def _internal_error(self, exc: Exception) -> float | None:
         """Report an unexpected exception of the loop; the delay before the next try, or None
@@ -199,9 +262,11 @@ class TaskLoop:
     async def _turn(self, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> bool:
         """One wake-up: read, decide, act. True when the loop should end."""
         wake.clear()
-        obj = await self.ctx.kube.get_task(self.namespace, self.name)
+        obj = self._known()
         if obj is None:
-            return True
+            obj = self.obj = await self.ctx.kube.get_task(self.namespace, self.name)
+            if obj is None:
+                return True
         uid = obj["metadata"]["uid"]
         if self.uid is not None and uid != self.uid:
             return True  # deleted and created again: the new one has a loop of its own
@@ -209,6 +274,12 @@ class TaskLoop:
             store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
             await store.load()  # kept only once loaded: a failed load is retried next turn
             self.store = store
+        if not self.waited and self._before_finalizer(obj):
+            # kopf adds its finalizer as the loop starts: a write now would meet a 409. Let
+            # the watch bring the object with it first (once; a write after that is fenced).
+            self.waited = True
+            await sleep(stopped, wake, FINALIZER_WAIT)
+            return False
         try:
             state = await to_state(obj, self.store, self.ctx)
         except ValidationError as e:

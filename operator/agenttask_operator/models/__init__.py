@@ -25,7 +25,7 @@ from agenttask_operator.models.status import (
     Usage,
 )
 from agenttask_operator.models.task import TaskState
-from agenttask_operator.models.transcript import Entry
+from agenttask_operator.models.transcript import Entry, StoredTranscript
 
 __all__ = [
     "SDK_DEFAULT_BASE_URL",
@@ -46,6 +46,7 @@ __all__ = [
     "RetryPolicy",
     "SecretKeyRef",
     "Step",
+    "StoredTranscript",
     "TaskState",
     "ToolServerRef",
     "ToolSpec",

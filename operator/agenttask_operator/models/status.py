@@ -112,11 +112,15 @@ class ApprovalRecord(Model):
 
 
 class TranscriptInfo(Model):
-    """Where the transcript is and how much of it there is."""
+    """How much of the transcript is committed: entries, bytes, segments (the next segment's
+    index) and the earlier layout's chunks, if the task has any. A transcript found shorter
+    than this has lost something.
+    """  # noqa: D205
 
     config_maps: tuple[str, ...] = ()
     entries: int = 0
     bytes: int = 0
+    segments: int = 0
 
 
 class AgentTaskStatus(Model):

@@ -11,7 +11,7 @@ from agenttask_operator.models.policy import OperatorPolicy
 from agenttask_operator.models.spec import AgentTaskSpec, ModelSpec
 from agenttask_operator.models.status import AgentTaskStatus
 from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolServerStatus
-from agenttask_operator.models.transcript import Entry
+from agenttask_operator.models.transcript import Entry, StoredTranscript
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class TaskState:
     # The AgentToolApprovals naming this task, as read now: only while a call waits for one.
     approvals: tuple[Decision, ...] = ()
     created: datetime | None = None  # metadata.creationTimestamp
+    # What the transcript's ConfigMaps hold, as loaded (None: not known, nothing to check).
+    stored: StoredTranscript | None = None
 
     @property
     def model(self) -> ModelSpec | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from agenttask_operator.models.approval import ApprovalNote
@@ -33,3 +34,15 @@ class Entry(Model):
             and self.tool_call_id == step.tool_call_id
             and self.iteration == step.iteration
         )
+
+
+@dataclass(frozen=True)
+class StoredTranscript:
+    """What the transcript's ConfigMaps hold, as read: entries, the next segment's index, the
+    earlier layout's chunks, and the segment indices missing below the highest one stored.
+    """  # noqa: D205
+
+    entries: int = 0
+    segments: int = 0
+    config_maps: tuple[str, ...] = ()
+    missing_segments: tuple[int, ...] = ()
