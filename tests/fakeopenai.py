@@ -21,12 +21,15 @@ from aiohttp import web
 
 @dataclass
 class Reply:
-    """An HTTP answer: status, JSON or text body, headers, and a delay before answering."""
+    """An HTTP answer: status, JSON or text body, headers, and a delay before answering;
+    with ``until``, the answer waits (at most ``delay`` seconds, if set) until it returns True.
+    """
 
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    until: Callable[[], bool] | None = None
 
 
 HANG = Reply(status=0, delay=3600.0)  # never answers (within any test's lifetime)
@@ -122,7 +125,14 @@ class FakeServer:
         return f"http://127.0.0.1:{self.port}/tools/{name}"
 
     async def _reply(self, reply: Reply) -> web.StreamResponse:
-        if reply.delay:
+        if reply.until is not None:
+            assert self._closing is not None
+            give_up = time.monotonic() + (reply.delay or 3600.0)
+            while not reply.until() and not self._closing.is_set():
+                if time.monotonic() > give_up:
+                    break
+                await asyncio.sleep(0.02)
+        elif reply.delay:
             assert self._closing is not None
             with contextlib.suppress(TimeoutError):  # a delay ends early when the server stops
                 await asyncio.wait_for(self._closing.wait(), reply.delay)

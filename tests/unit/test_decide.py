@@ -17,6 +17,7 @@ import pytest
 
 from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, on_failure
 from agenttask_operator.core.actions import Action, Delete, Event
+from agenttask_operator.core.decide import on_parallel_failure
 from agenttask_operator.core.status import MESSAGE_LIMIT, RESULT_LIMIT, ts, ts_ms
 from agenttask_operator.models import (
     AgentTaskSpec,
@@ -28,6 +29,7 @@ from agenttask_operator.models import (
     ModelAccess,
     ModelSpec,
     OperatorPolicy,
+    ParallelCall,
     RetryPolicy,
     Step,
     TaskState,
@@ -1249,17 +1251,40 @@ def run_loop(
             name = step.kind if step.kind == "LLM" else f"Tool({step.tool_call_id})"
             log.append(f"exec:{name}:{step.iteration}:{action.attempt}")
             state = replace(state, status=apply(state.status, action.intent))
-            failure = fail(step, action.attempt)
-            if failure is not None:
-                failed = on_failure(state, step, action.attempt, failure, clock, 0.0)
-                state = replace(state, status=apply(state.status, failed.patch))
-                continue
-            if step.kind == "LLM":
-                entry = model(step.iteration)
-            else:
-                assert step.tool_call_id is not None
-                entry = tool(step.iteration, step.tool_call_id, "42")
-            state = replace(state, transcript=(*state.transcript, entry))
+            ran = state  # the batch sees the task as its intent stored it
+            patch: dict[str, Any] = {}
+            for extra in action.extras:  # run alongside, each with its own outcome
+                log.append(f"exec:Tool({extra.tool_call_id}):{extra.iteration}:1 alongside")
+            for s, attempt in [(step, action.attempt), *((x, 1) for x in action.extras)]:
+                failure = fail(s, attempt)
+                if failure is None:
+                    entry = (
+                        model(s.iteration)
+                        if s.kind == "LLM"
+                        else tool(s.iteration, s.tool_call_id or "", "42")
+                    )
+                    state = replace(state, transcript=(*state.transcript, entry))
+                    continue
+                if s is step:
+                    outcome: WriteStatus | ParallelCall = on_failure(
+                        ran, s, attempt, failure, clock, 0.0
+                    )
+                else:
+                    outcome = on_parallel_failure(ran, s, failure, clock, 0.0)
+                if isinstance(outcome, WriteStatus):
+                    patch |= outcome.patch
+                    if "phase" in outcome.patch:
+                        break
+                else:
+                    calls = patch.get("parallelCalls") or [
+                        p.to_api() for p in ran.status.parallel_calls
+                    ]
+                    patch["parallelCalls"] = [
+                        outcome.to_api() if c["toolCallId"] == outcome.tool_call_id else c
+                        for c in calls
+                    ]
+            if patch:
+                state = replace(state, status=apply(state.status, patch))
         clock += timedelta(milliseconds=1)
     raise AssertionError(f"no end after {limit} actions: {log}")
 
@@ -1275,6 +1300,20 @@ def test_whole_conversation_runs_to_success() -> None:
     assert (st.iterations, st.tool_calls) == (3, 3)
     assert st.usage == Usage(prompt_tokens=60, completion_tokens=6, total_tokens=66)
     assert (st.current_step, st.attempts) == (None, 0)
+    assert executed(log) == [
+        "exec:LLM:1:1",
+        "exec:Tool(a):1:1",
+        "exec:Tool(b):1:1 alongside",
+        "exec:LLM:2:1",
+        "exec:Tool(c):2:1",
+        "exec:LLM:3:1",
+    ]
+    assert (st.interruptions, st.parallel_calls) == (0, ())
+
+
+def test_one_call_at_a_time_when_parallel_calls_are_off() -> None:
+    final, log = run_loop(make_state(max_parallel_tool_calls=1))
+    assert final.status.phase == "Succeeded"
     assert executed(log) == [
         "exec:LLM:1:1",
         "exec:Tool(a):1:1",
@@ -1295,7 +1334,7 @@ def test_transient_failures_are_retried_after_waiting() -> None:
     assert final.status.phase == "Succeeded"
     assert log.count("wait") == 2
     assert [line for line in log if line.startswith("exec:Tool(b)")] == [
-        "exec:Tool(b):1:1",
+        "exec:Tool(b):1:1 alongside",
         "exec:Tool(b):1:2",
         "exec:Tool(b):1:3",
     ]

@@ -14,6 +14,7 @@ from typing import Any
 from agenttask_operator.effects.kube import Conflict
 from agenttask_operator.handlers.context import Context, Settings
 from agenttask_operator.handlers.runner import TaskLoop
+from agenttask_operator.models import TranscriptInfo
 
 
 class SlowConflictingKube:
@@ -29,12 +30,8 @@ class SlowConflictingKube:
 
 
 class Store:
-    def info(self) -> Any:
-        class Info:
-            def to_api(self) -> dict[str, Any]:
-                return {}
-
-        return Info()
+    def info(self) -> TranscriptInfo:
+        return TranscriptInfo()
 
 
 async def test_a_cancelled_shielded_write_that_fails_is_retrieved() -> None:

@@ -5,7 +5,8 @@
 - ``Wait``: sleep until ``until`` (None: until the task changes), then decide again.
 - ``Execute``: write ``intent`` to ``/status`` first, then run ``step`` (attempt ``attempt``,
   for at most ``timeout`` seconds) and append its result to the transcript; with ``result``
-  (a denied tool call), append that as the call's result (a tool error) instead of running it.
+  (a denied tool call), append that as the call's result (a tool error) instead of running it;
+  with ``extras``, run those tool calls (attempt 1) at the same time, each appending its result.
 - ``Delete``: delete the task (its ``ttlSecondsAfterFinished`` has passed).
 
 Writing actions may carry an ``Event`` to record on the task.
@@ -63,6 +64,9 @@ class Execute:
     timeout: float
     event: Event | None = None
     result: str | None = None
+    extras: tuple[
+        Step, ...
+    ] = ()  # tool calls to run alongside ``step`` (their intents in ``intent``)
 
 
 @dataclass(frozen=True)

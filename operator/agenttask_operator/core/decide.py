@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from agenttask_operator.core import approval, status, transcript
+from agenttask_operator.core import approval, parallel, status, transcript
 from agenttask_operator.core.actions import Action, Delete, Event, Execute, Noop, Wait, WriteStatus
 from agenttask_operator.core.conversation import Answer, next_step, project
 from agenttask_operator.core.credentials import model_access, refused_urls
@@ -49,7 +49,7 @@ from agenttask_operator.core.tooling import (
     resolve_tools,
     server_refs,
 )
-from agenttask_operator.models import AgentTaskStatus, Step, TaskState
+from agenttask_operator.models import AgentTaskStatus, ParallelCall, Step, TaskState
 
 
 def describe(step: Step) -> str:
@@ -164,10 +164,14 @@ def decide(state: TaskState, now: datetime) -> Action:
         projection.iterations,
         projection.tool_calls,
         projection.usage,
-    ):
+    ) or len(parallel.unfinished(state)) < len(st.parallel_calls):
         return _then(state, status.commit(state, projection), now, "bring counters up to date")
 
     nxt = next_step(state.transcript)
+    entry = None if isinstance(nxt, Answer) else parallel.entry_for(state, nxt)
+    if entry is not None:  # it ran alongside the step before and has no result yet
+        patch = parallel.promote(state, entry)
+        return _then(state, patch, now, f"take up {describe(entry.step)}")
     if isinstance(nxt, Answer):
         return _final(state, nxt, now)
     if nxt.kind == "LLM" and nxt.iteration > spec.max_iterations:
@@ -231,7 +235,7 @@ def _gated(state: TaskState, step: Step, attempt: int, now: datetime, *, rerun: 
     if step.kind == "Tool":
         gate = approval.gate(state, step, now, rerun=rerun)
         if isinstance(gate, approval.Denied):
-            return replace(_execute(state, step, attempt, now), result=gate.message)
+            return replace(_execute(state, step, attempt, now, alone=True), result=gate.message)
         if isinstance(gate, WriteStatus) and (gate.patch.get("approval") or {}).get("decision"):
             # A decision was just found: record it in the same write as what it leads to.
             return _then(state, gate.patch, now, gate.why, gate.event)
@@ -240,15 +244,20 @@ def _gated(state: TaskState, step: Step, attempt: int, now: datetime, *, rerun: 
     return _execute(state, step, attempt, now)
 
 
-def _execute(state: TaskState, step: Step, attempt: int, now: datetime) -> Execute:
+def _execute(
+    state: TaskState, step: Step, attempt: int, now: datetime, *, alone: bool = False
+) -> Execute:
     timeout = attempt_timeout(state.spec, state.status, now)
     intent = status.intent(state, step, attempt, now)
+    extras = [] if alone else parallel.extras(state, step, now)
+    if extras:  # their intents go in the same write as the step's
+        intent["parallelCalls"] = parallel.entries(state, extras)
     model = state.model
     if step.kind == "LLM" and model is not None:  # where requests go, with which key
         access = model_access(model, state.policy).status()
         if state.status.model != access:
             intent["model"] = access.to_api()
-    return Execute(step, attempt, intent, timeout)
+    return Execute(step, attempt, intent, timeout, extras=tuple(extras))
 
 
 def _then(
@@ -339,3 +348,25 @@ def on_failure(
     return WriteStatus(
         status.retry_later(attempt, failure.message, at), msg, Event("Warning", "Retrying", msg)
     )
+
+
+def on_parallel_failure(
+    state: TaskState, step: Step, failure: Failure, now: datetime, jitter: float
+) -> WriteStatus | ParallelCall:
+    """After a call run alongside the step in flight failed: the task's end (as
+    :func:`on_failure` would decide for a step of its own), or its ``parallelCalls`` entry
+    with the failure and the time of its next attempt, taken up once the calls before it are
+    done.
+    """  # noqa: D205
+    entry = parallel.entry_for(state, step)
+    attempt = entry.attempts if entry is not None else 1
+    outcome = on_failure(state, step, attempt, failure, now, jitter)
+    if "phase" in outcome.patch:
+        return outcome
+    base = entry or ParallelCall(
+        iteration=step.iteration,
+        tool_call_id=str(step.tool_call_id),
+        tool_name=step.tool_name,
+        start_time=step.start_time,
+    )
+    return ParallelCall.model_validate(base.to_api() | outcome.patch)

@@ -98,6 +98,12 @@ def commit(state: TaskState, projection: Projection) -> dict[str, Any]:
     }
     if state.status.interruptions:  # the step they counted is done
         patch["interruptions"] = None
+    st = state.status
+    if st.parallel_calls:  # calls that ran alongside: keep those without a stored result
+        done = {(e.iteration, e.tool_call_id) for e in state.transcript if e.kind == "Tool"}
+        left = [p for p in st.parallel_calls if (p.iteration, p.tool_call_id) not in done]
+        if len(left) < len(st.parallel_calls):
+            patch["parallelCalls"] = [p.to_api() for p in left] or None
     return patch
 
 
@@ -130,6 +136,8 @@ def finish(
         "observedGeneration": state.generation,
         "conditions": [condition(state, "True" if succeeded else "False", reason, message, now)],
     }
+    if state.status.parallel_calls:
+        patch["parallelCalls"] = None
     if result is not None:
         patch["result"] = clip(result, RESULT_LIMIT)
     if not succeeded:

@@ -34,6 +34,7 @@ the garbage collector removes them. ConfigMaps are found by their labels, never 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -178,6 +179,7 @@ class TranscriptStore:
         self.next_segment = 0  # the index the next segment takes
         self.missing: tuple[int, ...] = ()  # segment indices absent below the highest stored
         self.bytes = 0
+        self.lock = asyncio.Lock()  # calls run at once append one after the other
 
     async def load(self) -> tuple[Entry, ...]:
         """Read every ConfigMap of this uid; keep the complete entries (chunks, then segments)."""
@@ -268,6 +270,10 @@ class TranscriptStore:
 
         Raises Conflict (after reloading) if another writer took one of the indices meanwhile.
         """
+        async with self.lock:
+            await self._append(entry)
+
+    async def _append(self, entry: Entry) -> None:
         line = line_of(entry)
         pieces = split_utf8(line, SEGMENT_BYTES)
         try:

@@ -27,7 +27,7 @@ from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.agentmodel import resolve
 from agenttask_operator.core.conversation import find_tool_call, request_messages
 from agenttask_operator.core.credentials import Access, model_access
-from agenttask_operator.core.decide import describe
+from agenttask_operator.core.decide import describe, on_parallel_failure
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
 from agenttask_operator.effects import faults, llm, tools
@@ -44,6 +44,7 @@ from agenttask_operator.models import (
     AgentTaskStatus,
     Entry,
     ModelSpec,
+    ParallelCall,
     Step,
     TaskState,
 )
@@ -325,7 +326,10 @@ class TaskLoop:
         state = apply(state, action.intent)
         await self._mark(state, obj)
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
-        work = asyncio.create_task(self._attempt(state, step, action.timeout, action.result))
+        for extra in action.extras:
+            log.info("%s/%s: %s, alongside", self.namespace, self.name, describe(extra))
+        runs = [(step, action.result), *((x, None) for x in action.extras)]
+        work = asyncio.create_task(self._batch(state, runs, action.timeout))
         stop = asyncio.create_task(until_stopped(stopped))
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -334,23 +338,85 @@ class TaskLoop:
             if not work.done():  # deleted, or the operator is shutting down: stop at once
                 work.cancel()
                 log.info("%s/%s: %s interrupted", self.namespace, self.name, describe(step))
-                with contextlib.suppress(asyncio.CancelledError, StepFailed):
+                with contextlib.suppress(asyncio.CancelledError):
                     await work
         if work.cancelled():
             return
-        try:
-            entry = work.result()
-            await self._append(entry, step)
-        except StepFailed as e:
-            log.warning(
-                "%s/%s: %s, attempt %d failed: %s",
-                self.namespace, self.name, describe(step), attempt, e.failure.message,
-            )  # fmt: skip
-            failed = on_failure(state, step, attempt, e.failure, now(), random.random())  # noqa: S311
-            with contextlib.suppress(Conflict):
-                await self._record(obj, failed.patch, failed.event)
+        failures = work.result()
+        if any(f is not None for f in failures):
+            await self._failed(obj, state, action, failures)
             return
         await faults.checkpoint(f"after-append:{step.kind}:{step.iteration}")
+
+    async def _batch(
+        self, state: TaskState, runs: list[tuple[Step, str | None]], limit: float
+    ) -> list[Failure | None]:
+        """Run the step and the calls alongside it at once; each stores its own result. Their
+        failures, in order (None: stored). Any other error is raised once all have finished,
+        so that nothing keeps running behind the loop's back.
+        """  # noqa: D205
+
+        async def one(step: Step, result: str | None) -> Failure | None:
+            try:
+                entry = await self._attempt(state, step, limit, result)
+                await self._append(entry, step)
+            except StepFailed as e:
+                return e.failure
+            return None
+
+        outcomes = await asyncio.gather(*(one(s, r) for s, r in runs), return_exceptions=True)
+        for o in outcomes:
+            if isinstance(o, BaseException):
+                raise o
+        return [o for o in outcomes if not isinstance(o, BaseException)]
+
+    async def _failed(
+        self,
+        obj: dict[str, Any],
+        state: TaskState,
+        action: Execute,
+        failures: list[Failure | None],
+    ) -> None:
+        """Record the failures of a batch in one status write: the step's as the sequential
+        loop does, each call's alongside in its ``parallelCalls`` entry; or the task's end.
+        """  # noqa: D205
+        patch: dict[str, Any] = {}
+        event = None
+        at = now()
+        for step, failure in zip((action.step, *action.extras), failures, strict=True):
+            if failure is None:
+                continue
+            attempt = action.attempt if step is action.step else 1
+            log.warning(
+                "%s/%s: %s, attempt %d failed: %s",
+                self.namespace, self.name, describe(step), attempt, failure.message,
+            )  # fmt: skip
+            jitter = random.random()  # noqa: S311
+            if step is action.step:
+                outcome: WriteStatus | ParallelCall = on_failure(
+                    state, step, attempt, failure, at, jitter
+                )
+            else:
+                outcome = on_parallel_failure(state, step, failure, at, jitter)
+            if isinstance(outcome, WriteStatus) and "phase" in outcome.patch:
+                with contextlib.suppress(Conflict):  # the end: nothing else matters
+                    await self._record(obj, outcome.patch, outcome.event)
+                return
+            if isinstance(outcome, WriteStatus):
+                patch |= outcome.patch
+                event = event or outcome.event
+            else:
+                calls = patch.get("parallelCalls") or [
+                    p.to_api() for p in state.status.parallel_calls
+                ]
+                patch["parallelCalls"] = [
+                    outcome.to_api() if p["toolCallId"] == outcome.tool_call_id else p
+                    for p in calls
+                ]
+                event = event or Event("Warning", "Retrying", f"{describe(step)} failed: "
+                                       f"{failure.message}; it will be retried")  # fmt: skip
+        with contextlib.suppress(Conflict):
+            await self._record(obj, patch, event)
 
     async def _mark(self, state: TaskState, obj: dict[str, Any]) -> None:
         """Mark the AgentToolApprovals that ``state`` (as stored now) applied or refused."""

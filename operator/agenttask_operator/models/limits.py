@@ -41,6 +41,7 @@ class Range:
 ITERATIONS = Range(1, 1_000)  # maxIterations: LLM calls of one run
 ATTEMPTS = Range(1, 100)  # retry.maxAttempts: attempts of one step
 INTERRUPTIONS = Range(1, 100)  # maxInterruptions: of one step, by operator restarts
+PARALLEL_TOOL_CALLS = Range(1, 64)  # maxParallelToolCalls: calls of one answer run at once
 BACKOFF_SECONDS = Range(0, DAY)  # retry.initialBackoffSeconds, retry.maxBackoffSeconds
 BACKOFF_FACTOR = Range(1, 10)  # retry.backoffFactor
 TIMEOUT_SECONDS = Range(1, DAY)  # stepTimeoutSeconds, model.requestTimeoutSeconds, tool timeouts
@@ -69,6 +70,7 @@ SPEC: Mapping[str, Range] = {
     "ttlSecondsAfterFinished": TTL_SECONDS,
     "toolResultMaxChars": TOOL_RESULT_CHARS,
     "maxInterruptions": INTERRUPTIONS,
+    "maxParallelToolCalls": PARALLEL_TOOL_CALLS,
     "approval.timeoutSeconds": DEADLINE_SECONDS,
 }
 """Every number of the spec, by its path in the CRD schema (``[]``: any item of a list)."""

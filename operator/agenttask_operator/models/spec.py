@@ -41,6 +41,7 @@ MaxTokens = Annotated[int, _within(limits.MAX_TOKENS)]
 TotalTokens = Annotated[int, _within(limits.TOTAL_TOKENS)]
 ToolResultChars = Annotated[int, _within(limits.TOOL_RESULT_CHARS)]
 Interruptions = Annotated[int, _within(limits.INTERRUPTIONS)]
+ParallelToolCalls = Annotated[int, _within(limits.PARALLEL_TOOL_CALLS)]
 ToolCalls = Annotated[int, _within(limits.TOOL_CALLS)]
 
 
@@ -153,4 +154,5 @@ class AgentTaskSpec(Model):
     ttl_seconds_after_finished: TtlSeconds | None = None
     tool_result_max_chars: ToolResultChars = 65536
     max_interruptions: Interruptions = 5
+    max_parallel_tool_calls: ParallelToolCalls = 4
     approval: ApprovalPolicy = ApprovalPolicy()

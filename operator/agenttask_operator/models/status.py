@@ -54,6 +54,34 @@ class Step(Model):
     start_time: Time | None = None
 
 
+class ParallelCall(Model):
+    """A tool call started alongside ``currentStep`` (another call of the same answer), kept
+    until its result is committed: its own intent, attempts, failure and interruptions. Once
+    ``currentStep`` is done, a call left here (it failed, or the operator stopped while it ran)
+    becomes ``currentStep`` with all of these, and is retried or run again from there.
+    """  # noqa: D205
+
+    iteration: int
+    tool_call_id: str
+    tool_name: str | None = None
+    start_time: Time | None = None
+    attempts: int = 1
+    next_retry_time: Time | None = None
+    last_error: str | None = None
+    interruptions: int = 0
+
+    @property
+    def step(self) -> Step:
+        """The call as a step."""
+        return Step(
+            kind="Tool",
+            iteration=self.iteration,
+            tool_call_id=self.tool_call_id,
+            tool_name=self.tool_name,
+            start_time=self.start_time,
+        )
+
+
 Credential = Literal["Secret", "OperatorDefault", "NoKey"]
 
 
@@ -146,6 +174,7 @@ class AgentTaskStatus(Model):
     conditions: tuple[Condition, ...] = ()
     usage: Usage = Usage()
     current_step: Step | None = None
+    parallel_calls: tuple[ParallelCall, ...] = ()  # tool calls started alongside current_step
     model: ModelAccess | None = None
     resolved_model: ModelSpec | None = None  # what spec.model.modelRef named, fixed at start
     resolved_tools: tuple[ResolvedTool, ...] | None = None  # the MCP tools, fixed at start
