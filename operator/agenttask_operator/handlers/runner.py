@@ -273,7 +273,8 @@ class TaskLoop:
             return True  # deleted and created again: the new one has a loop of its own
         if self.store is None:
             store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
-            await store.load()  # kept only once loaded: a failed load is retried next turn
+            if (obj.get("status") or {}).get("startTime"):  # not started: nothing stored yet
+                await store.load()  # kept only once loaded: a failed load is retried next turn
             self.store = store
         if not self.waited and self._before_finalizer(obj):
             # kopf adds its finalizer as the loop starts: a write now would meet a 409. Let
