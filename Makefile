@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .cache/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help venv lint fmt test test-unit binaries helm manifests cluster cluster-down demo clean
+.PHONY: help venv lint fmt test test-unit binaries helm manifests cluster cluster-down demo bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -76,6 +76,12 @@ cluster-down: $(STAMP) ## stop the local control plane and remove its data
 
 demo: $(STAMP) ## the disk-space scenario end to end (starts a local control plane if KUBECONFIG is unset)
 	@$(PY) hack/demo.py
+
+# Not part of `make test`: it takes minutes and needs the machine to itself. Sizes and figures
+# through BENCH_ARGS, e.g. make bench BENCH_ARGS="--tasks 200" or BENCH_ARGS="--quick".
+BENCH_ARGS ?=
+bench: $(STAMP) binaries ## benchmark with its own control plane; writes benchmarks/RESULTS.md (minutes)
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean: cluster-down ## remove the venv and caches inside the repo
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
