@@ -11,8 +11,10 @@ import base64
 import logging
 from typing import Any, cast
 
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from yarl import URL
 
 from agenttask_operator.models.agentmodel import SecretLookup
 
@@ -46,7 +48,36 @@ async def connect() -> client.ApiClient:
         await config.load_kube_config(client_configuration=cfg)
     api = client.ApiClient(cfg)
     api.user_agent = USER_AGENT  # the API server's audit log and metrics tell our requests apart
+    resolve_proxy_once(api, cfg.host)
     return api
+
+
+def resolve_proxy_once(api: client.ApiClient, host: str) -> None:
+    """Read the proxy settings (``HTTPS_PROXY``, ``NO_PROXY``, ~/.netrc) once, not per request.
+
+    kubernetes_asyncio's session trusts the environment, so aiohttp looks up the proxy and the
+    netrc file for every request, in a thread of the default executor: two thread hops and a
+    file read per API call. The answer cannot change while the operator runs, so it is taken
+    once here and given to the client; the per-request lookup is switched off.
+    """
+    rest = api.rest_client
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(host))
+    except LookupError:
+        proxy, auth = None, None
+    if proxy is not None and not rest.proxy:
+        rest.proxy = str(proxy)
+        if auth is not None:
+            rest.proxy_headers = {"Proxy-Authorization": auth.encode()}
+    rest.pool_manager._trust_env = False  # no per-request lookup (aiohttp has no setter)
+
+
+async def _raise_for_status(resp: Any) -> None:
+    """Raise ApiException for a raw (not preloaded) answer that is not a success."""
+    if not 200 <= resp.status <= 299:
+        exc = ApiException(status=resp.status, reason=resp.reason)
+        exc.body = (await resp.read()).decode(errors="replace")
+        raise exc
 
 
 class Kube:
@@ -141,15 +172,17 @@ class Kube:
         res = await self.core.list_namespaced_config_map(namespace, label_selector=selector)
         return list(res.items)
 
-    async def create_config_map(self, namespace: str, body: dict[str, Any]) -> str:
-        """Create; returns the new resourceVersion. Exists already → Conflict."""
+    async def create_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create. Exists already → Conflict. The answer is not parsed (nothing in it is used:
+        parsing it into the client's models cost more CPU than the request itself).
+        """  # noqa: D205
+        resp = await self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
         try:
-            cm = await self.core.create_namespaced_config_map(namespace, body)
-        except ApiException as e:
-            if e.status == 409:
-                raise Conflict(f"ConfigMap {body['metadata']['name']} exists") from None
-            raise
-        return str(cm.metadata.resource_version)
+            if resp.status == 409:
+                raise Conflict(f"ConfigMap {body['metadata']['name']} exists")
+            await _raise_for_status(resp)
+        finally:
+            resp.release()
 
     async def replace_config_map(self, namespace: str, body: dict[str, Any]) -> str:
         """Replace if unchanged since read (``metadata.resourceVersion``), else Conflict."""
@@ -241,6 +274,12 @@ class Kube:
             "reportingComponent": "agenttask.dev/operator",
         }
         try:
-            await self.core.create_namespaced_event(meta["namespace"], body)
+            resp = await self.core.create_namespaced_event(
+                meta["namespace"], body, _preload_content=False
+            )
+            try:
+                await _raise_for_status(resp)
+            finally:
+                resp.release()
         except ApiException as e:
             log.warning("could not record event %s on %s: %s", reason, meta["name"], e.reason)

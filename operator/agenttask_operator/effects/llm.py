@@ -120,9 +120,18 @@ async def chat(
     Raises StepFailed on any failure: an HTTP error, a broken connection, an answer that is not
     a chat completion (an HTML page from a gateway, a truncated body, odd JSON).
     """
-    kwargs: dict[str, Any] = {"model": model.name, "messages": messages, "timeout": timeout_seconds}
+    # The messages and tools are JSON already: they go in ``extra_body``, which the SDK sends as
+    # is. Passed as ``messages=``/``tools=``, the SDK walks every message against its typed
+    # schema on each request (measured: 6 ms of CPU for 17 messages, twice a raw status PATCH).
+    extra: dict[str, Any] = {"messages": messages}
     if tools:
-        kwargs["tools"] = tools
+        extra["tools"] = tools
+    kwargs: dict[str, Any] = {
+        "model": model.name,
+        "messages": [],
+        "extra_body": extra,
+        "timeout": timeout_seconds,
+    }
     if model.temperature is not None:
         kwargs["temperature"] = model.temperature
     if model.max_tokens is not None:
