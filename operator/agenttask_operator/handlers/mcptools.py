@@ -23,7 +23,6 @@ import jsonschema
 from agenttask_operator.core.errors import Failure
 from agenttask_operator.core.toolserver import Problem, schema_digest, secret_problem
 from agenttask_operator.core.urls import host_allowed
-from agenttask_operator.effects import mcp
 from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.tools import ToolResult
@@ -68,6 +67,8 @@ class McpTools:
         """The server and the listed tool, checked against what the task resolved."""
         spec = await self.server(resolved.server)
         if resolved.server not in self.listed:
+            from agenttask_operator.effects import mcp  # here, not at start: see context.MCP_IMPORT
+
             found = await mcp.list_tools(spec.url, await self.headers(spec), spec.timeout_seconds)
             self.listed[resolved.server] = {t.name: t for t in found.tools}
         tool = self.listed[resolved.server].get(resolved.name)
@@ -103,6 +104,8 @@ class McpTools:
         if problem is not None:
             return ToolResult(f"error: arguments do not match the input schema: {problem}", True)
         headers = await self.headers(spec)
+        from agenttask_operator.effects import mcp  # here, not at start: see context.MCP_IMPORT
+
         return await mcp.call_tool(
             spec.url, headers, spec.timeout_seconds, resolved.name, arguments, idempotency_key
         )

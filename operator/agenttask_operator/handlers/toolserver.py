@@ -33,7 +33,6 @@ from pydantic import ValidationError
 from agenttask_operator.core import toolserver as core
 from agenttask_operator.core.status import ts
 from agenttask_operator.core.urls import host_allowed, redact
-from agenttask_operator.effects import mcp
 from agenttask_operator.effects.kube import GROUP, VERSION
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.handlers.context import Context, sleep
@@ -162,6 +161,8 @@ class RefreshLoop:
                 self.supported = True
                 log.info("%s: the server announces tool changes (protocol %s)", where, protocol)
 
+        from agenttask_operator.effects import mcp  # here, not at start: see context.MCP_IMPORT
+
         while True:
             tries += 1
             try:
@@ -249,6 +250,8 @@ class RefreshLoop:
         headers = await server_headers(self.ctx.kube, self.namespace, spec)
         if isinstance(headers, core.Problem):
             return None, headers
+        from agenttask_operator.effects import mcp  # here, not at start: see context.MCP_IMPORT
+
         try:
             return await mcp.list_tools(spec.url, headers, spec.timeout_seconds), None
         except StepFailed as e:
