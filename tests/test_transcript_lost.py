@@ -20,7 +20,9 @@ from test_crash_resume import echo, spec_for, wait_file
 
 pytestmark = pytest.mark.cluster
 
-POINT = "before-intent:LLM:2"  # the answer and both tool results are stored; status knows two
+# The answer and both tool results (the calls ran at once) are stored; status knows of one entry,
+# the answer: the results would have been committed with the next request's intent.
+POINT = "before-intent:LLM:2"
 
 
 async def run_until_killed(
@@ -40,8 +42,8 @@ async def run_until_killed(
 @pytest.mark.parametrize(
     ("deleted", "says"),
     [
-        ("all", "recorded 2, 0 are stored (missing: segment(s) 0-1)"),
-        ("middle", "recorded 2, 1 are stored (missing: segment(s) 1)"),
+        ("all", "recorded 1, 0 are stored (missing: segment(s) 0)"),
+        ("middle", "recorded 1, 1 are stored (missing: segment(s) 1)"),
     ],
 )
 async def test_deleted_transcript_stops_the_task_instead_of_starting_over(
@@ -68,7 +70,7 @@ async def test_deleted_transcript_stops_the_task_instead_of_starting_over(
     st = obj["status"]
     assert (st["phase"], st["reason"]) == ("Failed", "TranscriptLost"), st
     assert says in st["message"]
-    assert st["transcript"]["entries"] == 2  # the record of what was committed is kept
+    assert st["transcript"]["entries"] == 1  # the record of what was committed is kept
     assert "currentStep" not in st
     await asyncio.sleep(2)  # anything the operator would do next, it would have done by now
     assert (len(fake.requests), len(fake.deliveries)) == (1, 2)  # nothing ran again

@@ -8,14 +8,15 @@ tests can state exactly what an append costs.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from types import FrameType, SimpleNamespace
+from types import FrameType
 from typing import Any, cast
 
 import pytest
@@ -330,6 +331,7 @@ class FakeKube:
         self.crash_on_write: int | None = None  # the N-th next create raises Crash
         self.creates: list[dict[str, Any]] = []  # bodies, in order
         self.other_writes = 0  # replace or delete calls: the store must make none
+        self.lists: list[str] = []  # label selectors of the LIST requests
 
     def _write(self) -> str:
         if self.crash_on_write is not None:
@@ -340,24 +342,15 @@ class FakeKube:
         self._rv += 1
         return str(self._rv)
 
-    async def list_config_maps(self, namespace: str, selector: str) -> list[Any]:
+    async def list_config_maps(
+        self, namespace: str, selector: str, page: int = 500
+    ) -> AsyncIterator[dict[str, Any]]:
+        self.lists.append(selector)
         key, _, value = selector.partition("=")
-        out = []
-        for (ns, _name), obj in self.objects.items():
-            meta = obj["metadata"]
-            if ns == namespace and meta.get("labels", {}).get(key) == value:
-                out.append(
-                    SimpleNamespace(
-                        metadata=SimpleNamespace(
-                            name=meta["name"],
-                            labels=dict(meta.get("labels", {})),
-                            annotations=dict(meta.get("annotations") or {}) or None,
-                            resource_version=meta["resourceVersion"],
-                        ),
-                        data=dict(obj.get("data") or {}),
-                    )
-                )
-        return out
+        for (ns, _name), obj in list(self.objects.items()):
+            labels = obj["metadata"].get("labels", {})
+            if ns == namespace and key in labels and (not value or labels[key] == value):
+                yield copy.deepcopy(obj)
 
     async def create_config_map(self, namespace: str, body: dict[str, Any]) -> str:
         name = body["metadata"]["name"]
@@ -769,3 +762,55 @@ async def test_a_recreated_task_never_meets_the_old_incarnation(
         [owner] = obj["metadata"]["ownerReferences"]
         assert owner["uid"] == OTHER_UID
     assert sorted(kube.segments(OTHER_UID)) == list(range(new.info().segments))
+
+
+# --- the loader: the loops that start together share one LIST ---------------------------------
+
+
+@pytest.mark.parametrize("loops", [1, 3, 4, 50])
+async def test_loops_that_start_together_share_one_list(kube: FakeKube, loops: int) -> None:
+    uids = [f"uid-{i}" for i in range(loops)]
+    for uid in [*uids, "finished-1", "finished-2"]:  # finished tasks' transcripts are there too
+        s = await loaded(kube, task=uid, uid=uid)
+        await s.append(entry(1, f"of {uid}"))
+        await s.append(entry(2, f"more of {uid}"))
+    kube.lists.clear()
+    loader = tr.Loader(cast(Kube, kube))
+
+    async def start(uid: str) -> tuple[Entry, ...]:
+        s = store(kube, task=uid, uid=uid)
+        return await s.load(await loader.items(NS, uid))
+
+    got = await asyncio.gather(*(start(uid) for uid in uids))
+    for uid, entries in zip(uids, got, strict=True):
+        assert entries == (entry(1, f"of {uid}"), entry(2, f"more of {uid}"))
+    if loops >= tr.Loader.ALONE:
+        assert kube.lists == [UID_LABEL]  # one LIST (paginated) for all of them
+    else:
+        assert sorted(kube.lists) == sorted(f"{UID_LABEL}={uid}" for uid in uids)
+
+
+async def test_a_loop_that_starts_later_gets_a_list_of_its_own(kube: FakeKube) -> None:
+    loader = tr.Loader(cast(Kube, kube))
+    for uid in ("a", "b", "c", "d", "late"):
+        s = await loaded(kube, task=uid, uid=uid)
+        await s.append(entry(1, uid))
+    kube.lists.clear()
+    first = await asyncio.gather(*(loader.items(NS, u) for u in "abcd"))
+    assert [len(x or []) for x in first] == [1, 1, 1, 1]
+    assert await loader.items(NS, "late") is None  # alone: it lists its own
+    assert kube.lists == [UID_LABEL]
+
+
+async def test_a_failed_list_fails_every_loop_of_the_batch(kube: FakeKube) -> None:
+    class Boom(Exception):
+        pass
+
+    async def broken(namespace: str, selector: str, page: int = 500) -> AsyncIterator[Any]:
+        raise Boom
+        yield
+
+    kube.list_config_maps = broken  # type: ignore[method-assign]
+    loader = tr.Loader(cast(Kube, kube))
+    got = await asyncio.gather(*(loader.items(NS, u) for u in "abcde"), return_exceptions=True)
+    assert all(isinstance(g, Boom) for g in got)

@@ -8,7 +8,9 @@ surfaces here as :class:`Conflict` (the caller re-reads and decides again).
 from __future__ import annotations
 
 import base64
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from aiohttp.helpers import get_env_proxy_for_url
@@ -167,10 +169,26 @@ class Kube:
 
     # --- ConfigMaps (transcript chunks) ---
 
-    async def list_config_maps(self, namespace: str, selector: str) -> list[Any]:
-        """ConfigMaps matching a label selector."""
-        res = await self.core.list_namespaced_config_map(namespace, label_selector=selector)
-        return list(res.items)
+    async def list_config_maps(
+        self, namespace: str, selector: str, page: int = 500
+    ) -> AsyncIterator[dict[str, Any]]:
+        """ConfigMaps matching a label selector, as JSON objects, ``page`` per request."""
+        token = None
+        while True:
+            resp = await self.core.list_namespaced_config_map(
+                namespace, label_selector=selector, limit=page, _continue=token,
+                _preload_content=False,
+            )  # fmt: skip
+            try:
+                await _raise_for_status(resp)
+                found = json.loads(await resp.read())
+            finally:
+                resp.release()
+            for item in found.get("items") or ():
+                yield item
+            token = (found.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     async def create_config_map(self, namespace: str, body: dict[str, Any]) -> None:
         """Create. Exists already → Conflict. The answer is not parsed (nothing in it is used:

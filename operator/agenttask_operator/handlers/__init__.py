@@ -7,7 +7,6 @@ a task resumes after a crash; terminal tasks get no daemon, so they are never to
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -18,7 +17,7 @@ from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, K
 from agenttask_operator.effects.registry import load_builtins
 from agenttask_operator.handlers import agentmodel, approval, toolserver
 from agenttask_operator.handlers.context import Context, Settings, scrub_openai_environment
-from agenttask_operator.handlers.runner import TaskLoop
+from agenttask_operator.handlers.runner import TaskLoop, lean
 from agenttask_operator.models import TERMINAL_PHASES
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ async def wake(
     ctx: Context | None = memo.get("ctx")
     if ctx is not None and namespace and name:
         obj = event.get("object") if event.get("type") in ("ADDED", "MODIFIED") else None
-        ctx.notify(namespace, name, dict(obj) if isinstance(obj, dict) else None)
+        ctx.notify(namespace, name, lean(obj) if isinstance(obj, dict) else None)
 
 
 async def agent_loop(
@@ -95,7 +94,7 @@ async def agent_loop(
     """Run the task's loop until it ends, starting from the object as kopf last saw it."""
     assert namespace is not None  # AgentTask is namespaced
     loop = TaskLoop(memo.ctx, namespace, name, uid)
-    await loop.run(stopped, copy.deepcopy(dict(body)))
+    await loop.run(stopped, lean(dict(body)))
 
 
 def register() -> None:

@@ -14,6 +14,7 @@ import kopf
 
 from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.registry import BuiltinTool
+from agenttask_operator.effects.transcript import Loader
 from agenttask_operator.models import SDK_DEFAULT_BASE_URL, OperatorPolicy
 
 
@@ -84,10 +85,15 @@ class Context:
     builtins: dict[str, BuiltinTool]
     settings: Settings
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    loader: Loader = field(init=False)  # transcripts of loops that start together, one LIST
     # For each task with a loop: how many loops hold its wake-up event, and the newest object
     # the watch delivered since the loop last looked (so that a loop never GETs per turn).
     holders: dict[tuple[str, str], int] = field(default_factory=dict)
     latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Share one transcript loader."""
+        self.loader = Loader(self.kube)
 
     def wakeup(self, namespace: str, name: str) -> asyncio.Event:
         """The event set whenever the object changes (so that waits end early)."""
