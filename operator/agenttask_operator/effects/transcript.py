@@ -37,12 +37,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from agenttask_operator.effects.kube import GROUP, KIND, VERSION, Conflict, Kube
 from agenttask_operator.models import Entry, StoredTranscript, TranscriptInfo
+
+log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 512 * 1024  # well under the 1 MiB ConfigMap limit and etcd's 1.5 MiB requests
 DATA_KEY = "transcript.jsonl"
@@ -310,13 +313,14 @@ class Loader:
     After a restart, every unfinished task's loop starts at once and needs its transcript: a
     LIST per task costs the API server a scan of the namespace's ConfigMaps each (measured:
     6.6 ms of API server CPU per LIST with 3,000 ConfigMaps; 110 ms for one paginated LIST of
-    them all). So the loops of a namespace that ask within :data:`WINDOW` seconds of each other
-    share one paginated LIST of the namespace's transcript ConfigMaps; only the ConfigMaps of
-    the tasks that asked are kept (finished tasks' transcripts are read past, never held). A
-    loop that asks alone lists its own ConfigMaps.
+    them all). So the loops of a namespace that ask while others keep asking (up to
+    :data:`MAX_WAIT` seconds) share one paginated LIST of the namespace's transcript
+    ConfigMaps; only the ConfigMaps of the tasks that asked are kept (finished tasks'
+    transcripts are read past, never held). A loop that asks alone lists its own ConfigMaps.
     """
 
-    WINDOW = 0.25  # seconds the first loop waits for others
+    WINDOW = 0.25  # seconds without a new loop joining before the LIST starts
+    MAX_WAIT = 3.0  # seconds the first loop waits at most
     ALONE = 4  # fewer loops than this list their own ConfigMaps each
 
     def __init__(self, kube: Kube) -> None:
@@ -337,7 +341,14 @@ class Loader:
         return grouped.get(uid, [])
 
     async def _run(self, namespace: str, batch: _Batch) -> None:
-        await asyncio.sleep(self.WINDOW)
+        # Wait while loops keep joining (kopf starts a thousand within a second or two), up to
+        # MAX_WAIT: one LIST for all of them, not one per window.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.MAX_WAIT
+        seen = 0
+        while len(batch.wanted) > seen and loop.time() < give_up:
+            seen = len(batch.wanted)
+            await asyncio.sleep(self.WINDOW)
         batch.started = True
         if self.batches.get(namespace) is batch:
             del self.batches[namespace]
@@ -352,4 +363,9 @@ class Loader:
             batch.result.set_exception(e)
             batch.result.exception()  # retrieved: the loops see it through their own await
             return
+        if len(batch.wanted) >= self.ALONE:
+            log.info(
+                "%s: the transcripts of %d tasks loaded with one LIST",
+                namespace, len(batch.wanted),
+            )  # fmt: skip
         batch.result.set_result(grouped)
