@@ -58,7 +58,7 @@ from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolS
 log = logging.getLogger(__name__)
 
 
-FINALIZER_WAIT = 2.0  # seconds the first turn waits for kopf's finalizer to show in the watch
+FINALIZER_WAIT = 5.0  # seconds the first turn waits at most for kopf's finalizer (in the watch)
 OWN_WRITES = 16  # how many of our own writes' resourceVersions to recognise in the watch
 
 
