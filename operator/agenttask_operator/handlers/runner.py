@@ -178,6 +178,7 @@ class TaskLoop:
         self.obj: dict[str, Any] | None = None  # the task as last written or watched
         self.own: deque[str] = deque(maxlen=OWN_WRITES)  # resourceVersions of our writes
         self.waited = False  # for kopf's finalizer, on the first turn
+        self.events: set[asyncio.Future[None]] = set()  # Events being recorded
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and how much of the transcript is committed, when that grew),
@@ -332,7 +333,11 @@ class TaskLoop:
             obj = await self.write(obj, action.intent)
         except Conflict:
             return
-        await self._event(obj, action.event)
+        if action.event is not None:  # recorded meanwhile: the step does not wait for it
+            sent = asyncio.ensure_future(self._event(obj, action.event))
+            self.events.add(sent)
+            sent.add_done_callback(self.events.discard)
+            sent.add_done_callback(_outcome_retrieved)
         # The attempt sees the task as now stored: started, with what it resolved at start.
         state = apply(state, action.intent)
         await self._mark(state, obj)
