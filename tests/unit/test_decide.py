@@ -17,7 +17,7 @@ import pytest
 
 from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, on_failure
 from agenttask_operator.core.actions import Action, Delete, Event
-from agenttask_operator.core.decide import on_parallel_failure
+from agenttask_operator.core.decide import on_batch_failure
 from agenttask_operator.core.status import MESSAGE_LIMIT, RESULT_LIMIT, ts, ts_ms
 from agenttask_operator.models import (
     AgentTaskSpec,
@@ -29,7 +29,6 @@ from agenttask_operator.models import (
     ModelAccess,
     ModelSpec,
     OperatorPolicy,
-    ParallelCall,
     RetryPolicy,
     Step,
     TaskState,
@@ -1252,11 +1251,11 @@ def run_loop(
             log.append(f"exec:{name}:{step.iteration}:{action.attempt}")
             state = replace(state, status=apply(state.status, action.intent))
             ran = state  # the batch sees the task as its intent stored it
-            patch: dict[str, Any] = {}
             for extra in action.extras:  # run alongside, each with its own outcome
                 log.append(f"exec:Tool({extra.tool_call_id}):{extra.iteration}:1 alongside")
-            for s, attempt in [(step, action.attempt), *((x, 1) for x in action.extras)]:
-                failure = fail(s, attempt)
+            batch = [(step, action.attempt), *((x, 1) for x in action.extras)]
+            failures = [fail(s, attempt) for s, attempt in batch]
+            for (s, _), failure in zip(batch, failures, strict=True):
                 if failure is None:
                     entry = (
                         model(s.iteration)
@@ -1264,27 +1263,9 @@ def run_loop(
                         else tool(s.iteration, s.tool_call_id or "", "42")
                     )
                     state = replace(state, transcript=(*state.transcript, entry))
-                    continue
-                if s is step:
-                    outcome: WriteStatus | ParallelCall = on_failure(
-                        ran, s, attempt, failure, clock, 0.0
-                    )
-                else:
-                    outcome = on_parallel_failure(ran, s, failure, clock, 0.0)
-                if isinstance(outcome, WriteStatus):
-                    patch |= outcome.patch
-                    if "phase" in outcome.patch:
-                        break
-                else:
-                    calls = patch.get("parallelCalls") or [
-                        p.to_api() for p in ran.status.parallel_calls
-                    ]
-                    patch["parallelCalls"] = [
-                        outcome.to_api() if c["toolCallId"] == outcome.tool_call_id else c
-                        for c in calls
-                    ]
-            if patch:
-                state = replace(state, status=apply(state.status, patch))
+            if any(f is not None for f in failures):
+                failed = on_batch_failure(ran, action, failures, clock, [0.0] * len(failures))
+                state = replace(state, status=apply(state.status, failed.patch))
         clock += timedelta(milliseconds=1)
     raise AssertionError(f"no end after {limit} actions: {log}")
 

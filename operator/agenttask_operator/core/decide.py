@@ -32,8 +32,10 @@ next step's intent, or the end), so that each step costs one status write.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from agenttask_operator.core import approval, parallel, status, transcript
 from agenttask_operator.core.actions import Action, Delete, Event, Execute, Noop, Wait, WriteStatus
@@ -370,3 +372,46 @@ def on_parallel_failure(
         start_time=step.start_time,
     )
     return ParallelCall.model_validate(base.to_api() | outcome.patch)
+
+
+def on_batch_failure(
+    state: TaskState,
+    action: Execute,
+    failures: Sequence[Failure | None],
+    now: datetime,
+    jitters: Sequence[float],
+) -> WriteStatus:
+    """The one status write after some of a batch failed (``failures``: one per step of
+    ``action``, the step first, then its extras; None where the result is stored): the step's
+    failure as :func:`on_failure` records it, each failed extra's in its ``parallelCalls``
+    entry (:func:`on_parallel_failure`) — or, if any failure ends the task, that end alone.
+    ``jitters``: one per step, as for :func:`on_failure`.
+    """  # noqa: D205
+    patch: dict[str, Any] = {}
+    why: list[str] = []
+    event = None
+    steps = (action.step, *action.extras)
+    for step, failure, jitter in zip(steps, failures, jitters, strict=True):
+        if failure is None:
+            continue
+        if step is action.step:
+            outcome: WriteStatus | ParallelCall = on_failure(
+                state, step, action.attempt, failure, now, jitter
+            )
+        else:
+            outcome = on_parallel_failure(state, step, failure, now, jitter)
+        if isinstance(outcome, WriteStatus) and "phase" in outcome.patch:
+            return outcome  # the end: nothing else matters
+        if isinstance(outcome, WriteStatus):
+            patch |= outcome.patch
+            event = event or outcome.event
+            why.append(outcome.why)
+            continue
+        calls = patch.get("parallelCalls") or [p.to_api() for p in state.status.parallel_calls]
+        patch["parallelCalls"] = [
+            outcome.to_api() if p["toolCallId"] == outcome.tool_call_id else p for p in calls
+        ]
+        msg = f"{describe(step)} failed: {failure.message}; it will be retried"
+        event = event or Event("Warning", "Retrying", msg)
+        why.append(msg)
+    return WriteStatus(patch, "; ".join(why), event)

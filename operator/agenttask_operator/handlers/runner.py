@@ -21,13 +21,13 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, on_failure
+from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide
 from agenttask_operator.core import approval as approvals
 from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.agentmodel import resolve
 from agenttask_operator.core.conversation import find_tool_call, request_messages
 from agenttask_operator.core.credentials import Access, model_access
-from agenttask_operator.core.decide import describe, on_parallel_failure
+from agenttask_operator.core.decide import describe, on_batch_failure
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
 from agenttask_operator.effects import faults, llm, tools
@@ -44,7 +44,6 @@ from agenttask_operator.models import (
     AgentTaskStatus,
     Entry,
     ModelSpec,
-    ParallelCall,
     Step,
     TaskState,
 )
@@ -393,46 +392,18 @@ class TaskLoop:
         action: Execute,
         failures: list[Failure | None],
     ) -> None:
-        """Record the failures of a batch in one status write: the step's as the sequential
-        loop does, each call's alongside in its ``parallelCalls`` entry; or the task's end.
-        """  # noqa: D205
-        patch: dict[str, Any] = {}
-        event = None
-        at = now()
+        """Record the failures of a batch in one status write (see ``on_batch_failure``)."""
         for step, failure in zip((action.step, *action.extras), failures, strict=True):
-            if failure is None:
-                continue
-            attempt = action.attempt if step is action.step else 1
-            log.warning(
-                "%s/%s: %s, attempt %d failed: %s",
-                self.namespace, self.name, describe(step), attempt, failure.message,
-            )  # fmt: skip
-            jitter = random.random()  # noqa: S311
-            if step is action.step:
-                outcome: WriteStatus | ParallelCall = on_failure(
-                    state, step, attempt, failure, at, jitter
-                )
-            else:
-                outcome = on_parallel_failure(state, step, failure, at, jitter)
-            if isinstance(outcome, WriteStatus) and "phase" in outcome.patch:
-                with contextlib.suppress(Conflict):  # the end: nothing else matters
-                    await self._record(obj, outcome.patch, outcome.event)
-                return
-            if isinstance(outcome, WriteStatus):
-                patch |= outcome.patch
-                event = event or outcome.event
-            else:
-                calls = patch.get("parallelCalls") or [
-                    p.to_api() for p in state.status.parallel_calls
-                ]
-                patch["parallelCalls"] = [
-                    outcome.to_api() if p["toolCallId"] == outcome.tool_call_id else p
-                    for p in calls
-                ]
-                event = event or Event("Warning", "Retrying", f"{describe(step)} failed: "
-                                       f"{failure.message}; it will be retried")  # fmt: skip
+            if failure is not None:
+                attempt = action.attempt if step is action.step else 1
+                log.warning(
+                    "%s/%s: %s, attempt %d failed: %s",
+                    self.namespace, self.name, describe(step), attempt, failure.message,
+                )  # fmt: skip
+        jitters = [random.random() for _ in failures]  # noqa: S311
+        failed = on_batch_failure(state, action, failures, now(), jitters)
         with contextlib.suppress(Conflict):
-            await self._record(obj, patch, event)
+            await self._record(obj, failed.patch, failed.event)
 
     async def _mark(self, state: TaskState, obj: dict[str, Any]) -> None:
         """Mark the AgentToolApprovals that ``state`` (as stored now) applied or refused."""
