@@ -82,6 +82,15 @@ def next_step(transcript: Sequence[Entry]) -> Step | Answer:
     return Step(kind="LLM", iteration=llm.iteration + 1)
 
 
+def answered_calls(transcript: Sequence[Entry]) -> frozenset[tuple[int, str]]:
+    """``(iteration, tool_call_id)`` of every tool call whose result is stored."""
+    return frozenset(
+        (e.iteration, e.tool_call_id)
+        for e in transcript
+        if e.kind == "Tool" and e.tool_call_id is not None
+    )
+
+
 def find_tool_call(transcript: Sequence[Entry], step: Step) -> dict[str, Any] | None:
     """The assistant's tool call that ``step`` executes."""
     for entry in reversed(transcript):

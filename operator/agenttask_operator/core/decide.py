@@ -166,7 +166,7 @@ def decide(state: TaskState, now: datetime) -> Action:
         projection.iterations,
         projection.tool_calls,
         projection.usage,
-    ) or len(parallel.unfinished(state)) < len(st.parallel_calls):
+    ) or len(status.open_calls(state)) < len(st.parallel_calls):
         return _then(state, status.commit(state, projection), now, "bring counters up to date")
 
     nxt = next_step(state.transcript)

@@ -20,18 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from agenttask_operator.core import approval
-from agenttask_operator.core.conversation import tool_calls_of
-from agenttask_operator.core.status import ts
+from agenttask_operator.core.conversation import answered_calls, tool_calls_of
+from agenttask_operator.core.status import current_step, open_calls, ts
 from agenttask_operator.models import ParallelCall, Step, TaskState
-
-
-def answered(state: TaskState, iteration: int) -> set[str]:
-    """The ids of the calls of ``iteration`` whose result is stored."""
-    return {
-        str(e.tool_call_id)
-        for e in state.transcript
-        if e.kind == "Tool" and e.iteration == iteration and e.tool_call_id is not None
-    }
 
 
 def entry_for(state: TaskState, step: Step) -> ParallelCall | None:
@@ -46,16 +37,6 @@ def entry_for(state: TaskState, step: Step) -> ParallelCall | None:
         ),
         None,
     )
-
-
-def unfinished(state: TaskState) -> list[ParallelCall]:
-    """The ``parallelCalls`` entries whose result is not stored yet."""
-    done: dict[int, set[str]] = {}
-    left = []
-    for p in state.status.parallel_calls:
-        if p.tool_call_id not in done.setdefault(p.iteration, answered(state, p.iteration)):
-            left.append(p)
-    return left
 
 
 def extras(state: TaskState, step: Step, now: datetime) -> list[Step]:
@@ -73,7 +54,8 @@ def extras(state: TaskState, step: Step, now: datetime) -> list[Step]:
     if llm is None or llm.iteration != step.iteration:
         return []
     st = state.status
-    taken = answered(state, step.iteration) | {str(step.tool_call_id)}
+    taken = {c for i, c in answered_calls(state.transcript) if i == step.iteration}
+    taken.add(str(step.tool_call_id))
     taken |= {p.tool_call_id for p in st.parallel_calls if p.iteration == step.iteration}
     budget = state.spec.budget.max_tool_calls
     in_flight = st.tool_calls + 1 + len(st.parallel_calls)  # counted against the budget
@@ -113,16 +95,18 @@ def entries(state: TaskState, started: list[Step]) -> list[dict[str, Any]] | Non
         for s in started
         if s.start_time is not None
     ]
-    return [p.to_api() for p in unfinished(state)] + new or None
+    return [p.to_api() for p in open_calls(state)] + new or None
 
 
 def promote(state: TaskState, entry: ParallelCall) -> dict[str, Any]:
     """The status patch that makes ``entry`` the step in flight, with its own counts."""
-    rest = [p.to_api() for p in unfinished(state) if p != entry]
+    rest = [p.to_api() for p in open_calls(state) if p != entry]
     step = entry.step
-    current: dict[str, Any] = {"toolCallId": None, "toolName": None} | step.to_api()
-    if step.start_time is not None:
-        current["startTime"] = ts(step.start_time)
+    current = (
+        {"toolCallId": None, "toolName": None} | step.to_api()
+        if step.start_time is None  # only a hand-edited entry has none: none is written
+        else current_step(step, step.start_time)
+    )
     return {
         "currentStep": current,
         "attempts": entry.attempts,

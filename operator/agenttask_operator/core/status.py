@@ -10,8 +10,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from agenttask_operator.core.conversation import Projection
-from agenttask_operator.models import AgentTaskStatus, Condition, Step, TaskState
+from agenttask_operator.core.conversation import Projection, answered_calls
+from agenttask_operator.models import AgentTaskStatus, Condition, ParallelCall, Step, TaskState
 
 RESULT_LIMIT = (
     64 * 1024
@@ -69,15 +69,21 @@ def start(state: TaskState, now: datetime) -> dict[str, Any]:
     }
 
 
+def current_step(step: Step, started: datetime) -> dict[str, Any]:
+    """``status.currentStep`` for ``step``, started at ``started``.
+
+    Every field named, absent ones as null: under a merge patch a field left out would keep
+    the value of the step before (e.g. a tool name on the next LLM step).
+    """
+    current: dict[str, Any] = {"toolCallId": None, "toolName": None}
+    current |= step.model_copy(update={"start_time": started}).to_api()
+    return current | {"startTime": ts(started)}
+
+
 def intent(state: TaskState, step: Step, attempt: int, now: datetime) -> dict[str, Any]:
     """Persisted before a step's attempt runs: what runs, which attempt, since when."""
-    started = step.start_time or now
-    # Every field named, absent ones as null: under a merge patch a field left out would keep
-    # the value of the step before (e.g. a tool name on the next LLM step).
-    current = {"toolCallId": None, "toolName": None}
-    current |= step.model_copy(update={"start_time": started}).to_api()
     return {
-        "currentStep": current | {"startTime": ts(started)},
+        "currentStep": current_step(step, step.start_time or now),
         "attempts": attempt,
         "nextRetryTime": None,
         "observedGeneration": state.generation,
@@ -98,13 +104,18 @@ def commit(state: TaskState, projection: Projection) -> dict[str, Any]:
     }
     if state.status.interruptions:  # the step they counted is done
         patch["interruptions"] = None
-    st = state.status
-    if st.parallel_calls:  # calls that ran alongside: keep those without a stored result
-        done = {(e.iteration, e.tool_call_id) for e in state.transcript if e.kind == "Tool"}
-        left = [p for p in st.parallel_calls if (p.iteration, p.tool_call_id) not in done]
-        if len(left) < len(st.parallel_calls):
-            patch["parallelCalls"] = [p.to_api() for p in left] or None
+    left = open_calls(state)  # calls that ran alongside: keep those without a stored result
+    if len(left) < len(state.status.parallel_calls):
+        patch["parallelCalls"] = [p.to_api() for p in left] or None
     return patch
+
+
+def open_calls(state: TaskState) -> list[ParallelCall]:
+    """The ``parallelCalls`` entries whose result is not stored yet."""
+    if not state.status.parallel_calls:
+        return []
+    done = answered_calls(state.transcript)
+    return [p for p in state.status.parallel_calls if (p.iteration, p.tool_call_id) not in done]
 
 
 def retry_later(attempt: int, error: str, at: datetime) -> dict[str, Any]:
