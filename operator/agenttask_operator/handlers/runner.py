@@ -46,6 +46,7 @@ from agenttask_operator.models import (
     ModelSpec,
     Step,
     TaskState,
+    TranscriptInfo,
 )
 from agenttask_operator.models.agentmodel import PLURAL as AGENTMODELS
 from agenttask_operator.models.agentmodel import AgentModelSpec
@@ -186,7 +187,7 @@ class TaskLoop:
         """  # noqa: D205
         assert self.store is not None
         info = self.store.info()
-        recorded = AgentTaskStatus.model_validate(obj.get("status") or {}).transcript
+        recorded = TranscriptInfo.model_validate((obj.get("status") or {}).get("transcript") or {})
         if info != recorded and info.entries >= recorded.entries:  # never record a loss
             patch = patch | {"transcript": info.to_api()}
         try:
