@@ -200,6 +200,14 @@ class FakeServer:
         self._loop.close()
 
 
+def keys_by_call(deliveries: list[ToolCall]) -> dict[str, set[str | None]]:
+    """The idempotency keys each tool call (by ``toolCallId``) was delivered under."""
+    keys: dict[str, set[str | None]] = {}
+    for d in deliveries:
+        keys.setdefault(d.body["toolCallId"], set()).add(d.idempotency_key)
+    return keys
+
+
 def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
     """The tool messages of a chat request."""
     return [m for m in request["messages"] if m.get("role") == "tool"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from fakeopenai import HANG, FakeServer, Reply, ToolCall
+from fakeopenai import HANG, FakeServer, Reply, ToolCall, keys_by_call
 from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
 from operatorproc import OperatorProcess
 from scenarios import three_step_model
@@ -62,10 +62,9 @@ async def check_outcome(api: client.ApiClient, namespace: str, fake: FakeServer)
     assert [len(r["messages"]) for r in fake.requests] == [1, 4, 6]
     # Every tool call was delivered under one key only, and that key is <uid>:<tool_call_id>.
     uid = obj["metadata"]["uid"]
-    keys: dict[str, set[str | None]] = {}
-    for d in fake.deliveries:
-        keys.setdefault(d.body["toolCallId"], set()).add(d.idempotency_key)
-    assert keys == {cid: {f"{uid}:{cid}"} for cid in ("call_a", "call_b", "call_c")}
+    assert keys_by_call(fake.deliveries) == {
+        cid: {f"{uid}:{cid}"} for cid in ("call_a", "call_b", "call_c")
+    }
     return dict(Counter(d.body["toolCallId"] for d in fake.deliveries))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from fakeopenai import HANG, FakeServer, Reply, ToolCall, completion, tool_messages
+from fakeopenai import HANG, FakeServer, Reply, ToolCall, completion, keys_by_call, tool_messages
 from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
 from operatorproc import OperatorProcess
 
@@ -48,10 +48,7 @@ def delivered(fake: FakeServer) -> set[str]:
 async def check_keys(obj: dict[str, Any], fake: FakeServer) -> Counter[str]:
     """Every call delivered under one key, ``<uid>:<call id>``; deliveries per call."""
     uid = obj["metadata"]["uid"]
-    keys: dict[str, set[str | None]] = {}
-    for d in fake.deliveries:
-        keys.setdefault(d.body["toolCallId"], set()).add(d.idempotency_key)
-    assert keys == {c: {f"{uid}:{c}"} for c in CALLS}
+    assert keys_by_call(fake.deliveries) == {c: {f"{uid}:{c}"} for c in CALLS}
     return Counter(d.body["toolCallId"] for d in fake.deliveries)
 
 
