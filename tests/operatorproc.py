@@ -46,7 +46,15 @@ class OperatorProcess:
     def start(self, **extra_env: str) -> OperatorProcess:
         """Start (again); ``extra_env`` applies to this start only (e.g. fault injection)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTTASK_"))}
-        env |= {"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"} | self.env | extra_env
+        env |= {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            # One replica per test namespace, its Lease in that namespace: a restart is the
+            # same replica coming back (as a container restarted in its Pod).
+            "AGENTTASK_REPLICA_ID": f"op-{self.namespace}",
+            "POD_NAMESPACE": self.namespace,
+        }
+        env |= self.env | extra_env
         self.starts += 1
         scope = [] if self.all_namespaces else ["--namespace", self.namespace]
         with self.log.open("ab") as f:

@@ -33,6 +33,7 @@ RBAC_TEMPLATES = (
     "templates/clusterrolebinding.yaml",
     "templates/role.yaml",
     "templates/rolebinding.yaml",
+    "templates/lease-role.yaml",
 )
 
 

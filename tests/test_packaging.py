@@ -119,6 +119,12 @@ def test_rendered_objects(tmp_path: Path, watch: list[str]) -> None:
     objs = docs(helm_template(tmp_path, "ops", {"watchNamespaces": watch}, release="rel"))
     per_namespace = ["Role", "RoleBinding"] * len(watch)
     want = ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount", *per_namespace]
+    # The replicas' Leases: a Role + RoleBinding in the release namespace; and a PDB.
+    leases = {
+        ("Role", "rel-agenttask-operator-leases"),
+        ("RoleBinding", "rel-agenttask-operator-leases"),
+    }
+    want += [kind for kind, _ in leases] + ["PodDisruptionBudget"]
     # AgentToolApprovals: the reviewers' ClusterRole and the admission policy on decidedBy.
     approvals = {
         ("ClusterRole", "rel-agenttask-operator-approver"),
@@ -127,6 +133,16 @@ def test_rendered_objects(tmp_path: Path, watch: list[str]) -> None:
     }
     want += [kind for kind, _ in approvals]
     assert sorted(o["kind"] for o in objs) == sorted(want)
+    lease_role = [o for o in objs if (o["kind"], o["metadata"]["name"]) in leases]
+    assert {o["metadata"]["namespace"] for o in lease_role} == {"ops"}
+    assert only(lease_role, "Role")["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["list", "create", "update", "delete"],
+        }
+    ]
+    objs = [o for o in objs if (o["kind"], o["metadata"]["name"]) not in leases]
     assert sorted(o["metadata"]["namespace"] for o in objs if o["kind"] == "Role") == watch
     for o in objs:
         assert set(LABELS) <= labels_of(o).keys(), (o["kind"], labels_of(o))
@@ -137,7 +153,13 @@ def test_rendered_objects(tmp_path: Path, watch: list[str]) -> None:
 
     deploy = only(objs, "Deployment")
     spec = deploy["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pdb = only(objs, "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1 and pdb["selector"] == spec["selector"]
     pod = spec["template"]["spec"]
     assert set(LABELS) <= spec["template"]["metadata"]["labels"].keys()
     assert pod["serviceAccountName"] == only(objs, "ServiceAccount")["metadata"]["name"]
@@ -193,7 +215,11 @@ def test_values_reach_the_deployment(tmp_path: Path) -> None:
     no_key = {"model": {"baseUrl": "", "apiKeySecret": {"name": "", "key": "k", "optional": True}}}
     deploy = only(docs(helm_template(tmp_path, "ops", no_key)), "Deployment")
     (c,) = deploy["spec"]["template"]["spec"]["containers"]
-    assert {e["name"] for e in c["env"]} == {"AGENTTASK_WORKSPACE"}
+    replica = {"POD_NAME", "POD_NAMESPACE", "AGENTTASK_REPLICA_GROUP", "AGENTTASK_LEASE_SECONDS"}
+    assert {e["name"] for e in c["env"]} == {"AGENTTASK_WORKSPACE", *replica}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["AGENTTASK_LEASE_SECONDS"]["value"] == "15"
 
 
 NETWORK_POLICY: dict[str, Any] = {
@@ -461,16 +487,20 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(
             "-approval-decided-by",
         ]
         roles = names(lc, home, "role,rolebinding", "-A", "-l", sel)
-        assert len(roles) == 2 * len(watch)
+        assert len(roles) == 2 * len(watch) + 2  # + the Leases' Role and binding
+        assert f"role.rbac.authorization.k8s.io/{full}-leases" in roles
         dep = yaml.safe_load(
             kubectl(lc, home, "get", "deployment", full, "-n", "agenttask-system", "-o", "yaml")
         )
-        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+        assert dep["spec"]["replicas"] == 1
+        assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+        pdbs = names(lc, home, "poddisruptionbudget", "-n", "agenttask-system", "-l", sel)
+        assert pdbs == [f"poddisruptionbudget.policy/{full}"]
 
     for release in releases:
         helm(lc, home, "uninstall", release, "--namespace", "agenttask-system", "--wait")
     sel = "app.kubernetes.io/name=agenttask-operator"
-    kinds = "serviceaccount,deployment,role,rolebinding,configmap,secret"
+    kinds = "serviceaccount,deployment,role,rolebinding,configmap,secret,poddisruptionbudget"
     assert names(lc, home, kinds, "-A", "-l", sel) == []
     assert names(lc, home, "clusterrole,clusterrolebinding", "-l", sel) == []
     assert names(lc, home, VAPS, "-l", sel) == []
@@ -506,5 +536,13 @@ def test_kubectl_apply_k_deploy(own_cluster: LocalCluster, tmp_path: Path) -> No
         {"kind": "ServiceAccount", "name": "agenttask-operator", "namespace": "agenttask-system"}
     ]
     # Applying again changes nothing.
+    pdb = ["get", "pdb", "agenttask-operator", "-n", "agenttask-system", "-o", "yaml"]
+    before = yaml.safe_load(run([str(lc.kubectl), *pdb], env).stdout)["metadata"]
     again = run([str(lc.kubectl), "apply", "-k", str(DEPLOY)], env).stdout
-    assert all(line.endswith("unchanged") for line in again.splitlines()), again
+    # kubectl always sends a PodDisruptionBudget's selector (its patch strategy is "replace")
+    # and so says "configured"; the object itself is unchanged (same resourceVersion).
+    pdb_line = "poddisruptionbudget.policy/agenttask-operator configured"
+    lines = [line for line in again.splitlines() if line != pdb_line]
+    assert all(line.endswith("unchanged") for line in lines), again
+    after = yaml.safe_load(run([str(lc.kubectl), *pdb], env).stdout)["metadata"]
+    assert after["resourceVersion"] == before["resourceVersion"]

@@ -256,6 +256,7 @@ async def clusterwide_operator(
     tmp_path: Path,
 ) -> AsyncIterator[OperatorProcess]:
     env = operator_env(fake.base_url, workspace, tmp_path / "faults")
+    env["POD_NAMESPACE"] = OPERATOR_NAMESPACE  # as the chart's Deployment sets it: its Lease
     op = await restricted_operator(
         own_cluster, own_api, default_rbac, tmp_path, own_namespace, env, all_namespaces=True
     )

@@ -82,6 +82,15 @@ async def _raise_for_status(resp: Any) -> None:
         raise exc
 
 
+async def _json(resp: Any) -> dict[str, Any]:
+    """An unparsed answer's JSON body, after checking its status."""
+    try:
+        await _raise_for_status(resp)
+        return cast(dict[str, Any], json.loads(await resp.read()))
+    finally:
+        resp.release()
+
+
 class Kube:
     """Typed, small surface over the API calls the operator makes."""
 
@@ -90,6 +99,7 @@ class Kube:
         self.api = api
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The AgentTask as stored now, or None if it is gone."""
@@ -220,6 +230,45 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    # --- Leases: the replicas' membership (effects.lease) ---
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Leases in ``namespace`` matching a label selector, as JSON objects."""
+        resp = await self.coordination.list_namespaced_lease(
+            namespace, label_selector=selector, _preload_content=False
+        )
+        return cast(list[dict[str, Any]], (await _json(resp)).get("items") or [])
+
+    async def write_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease (no ``metadata.resourceVersion``) or replace it if unchanged since
+        read (with one); Conflict if it exists already, changed, or is gone.
+        """  # noqa: D205
+        name = body["metadata"]["name"]
+        if body["metadata"].get("resourceVersion"):
+            resp = await self.coordination.replace_namespaced_lease(
+                name, namespace, body, _preload_content=False
+            )
+        else:
+            resp = await self.coordination.create_namespaced_lease(
+                namespace, body, _preload_content=False
+            )
+        if resp.status in (404, 409):
+            resp.release()
+            raise Conflict(f"Lease {name}: HTTP {resp.status}")
+        return await _json(resp)
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        """Delete the Lease if unchanged since ``resource_version``; gone or changed: nothing."""
+        body = {"preconditions": {"resourceVersion": resource_version}}
+        resp = await self.coordination.delete_namespaced_lease(
+            name, namespace, body=body, _preload_content=False
+        )
+        try:
+            if resp.status not in (404, 409):
+                await _raise_for_status(resp)
+        finally:
+            resp.release()
 
     async def event(
         self, task: dict[str, Any], type_: str, reason: str, message: str, now_iso: str

@@ -14,6 +14,7 @@ import aiohttp
 import kopf
 
 from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, Kube, connect
+from agenttask_operator.effects.lease import Membership
 from agenttask_operator.effects.registry import load_builtins
 from agenttask_operator.handlers import agentmodel, approval, toolserver
 from agenttask_operator.handlers.context import Context, Settings, scrub_openai_environment
@@ -37,6 +38,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings=memo.get("settings") or _settings_from_env(),
     )
     s = memo.ctx.settings
+    ctx = memo.ctx
+    ctx.membership = Membership(
+        ctx.kube,
+        s.replica,
+        s.lease_namespace,
+        group=s.replica_group,
+        duration=s.lease_seconds,
+        on_change=ctx.wake_all,
+    )
+    await ctx.membership.start()
+    log.info(
+        "replica %s: Lease %s/%s (%gs), group %s",
+        s.replica, s.lease_namespace, ctx.membership.name, s.lease_seconds, s.replica_group,
+    )  # fmt: skip
     log.info(
         "agenttask-operator started; watching %s.%s/%s; built-in tools: %s (namespaces: %s); "
         "workspace: %s; default endpoint: %s (%s); allowed hosts: %s",
@@ -57,6 +72,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Close connections."""
     ctx: Context | None = memo.get("ctx")
     if ctx is not None:
+        if ctx.membership is not None:  # every loop has stopped: let the others take over
+            await ctx.membership.stop()
         await ctx.session.close()
         await ctx.kube.api.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,12 @@ from typing import Any
 import aiohttp
 import kopf
 
+from agenttask_operator.core import shard
 from agenttask_operator.effects.kube import Kube
+from agenttask_operator.effects.lease import DEFAULT_DURATION, Membership
 from agenttask_operator.effects.registry import BuiltinTool
 from agenttask_operator.effects.transcript import Loader
-from agenttask_operator.models import SDK_DEFAULT_BASE_URL, OperatorPolicy
+from agenttask_operator.models import SDK_DEFAULT_BASE_URL, TERMINAL_PHASES, OperatorPolicy
 
 
 def _list(value: str | None) -> tuple[str, ...]:
@@ -33,13 +36,23 @@ class Settings:
     project: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     builtin_namespaces: tuple[str, ...] = ()
+    replica: str = "operator"  # this replica's identity (its Pod's name), unique among replicas
+    lease_namespace: str = "default"  # where the replicas' Leases are
+    replica_group: str = "agenttask-operator"  # the replicas that share the tasks
+    lease_seconds: float = DEFAULT_DURATION
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """``AGENTTASK_WORKSPACE``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``OPENAI_ORG_ID``,
-        ``OPENAI_PROJECT_ID``, ``AGENTTASK_ALLOWED_HOSTS``, ``AGENTTASK_BUILTIN_NAMESPACES``.
+        ``OPENAI_PROJECT_ID``, ``AGENTTASK_ALLOWED_HOSTS``, ``AGENTTASK_BUILTIN_NAMESPACES``;
+        the replica: ``AGENTTASK_REPLICA_ID`` (else ``POD_NAME``, else the host name),
+        ``POD_NAMESPACE`` (else the service account's namespace, else ``default``),
+        ``AGENTTASK_REPLICA_GROUP``, ``AGENTTASK_LEASE_SECONDS``.
         """  # noqa: D205
         ws = environ.get("AGENTTASK_WORKSPACE")
+        lease = float(environ.get("AGENTTASK_LEASE_SECONDS") or DEFAULT_DURATION)
+        if lease < 3:
+            raise ValueError(f"AGENTTASK_LEASE_SECONDS must be at least 3, not {lease:g}")
         return cls(
             workspace=Path(ws).resolve() if ws else None,
             default_base_url=environ.get("OPENAI_BASE_URL") or None,
@@ -48,6 +61,11 @@ class Settings:
             project=environ.get("OPENAI_PROJECT_ID") or None,
             allowed_hosts=_list(environ.get("AGENTTASK_ALLOWED_HOSTS")),
             builtin_namespaces=_list(environ.get("AGENTTASK_BUILTIN_NAMESPACES")),
+            replica=(environ.get("AGENTTASK_REPLICA_ID") or environ.get("POD_NAME"))
+            or socket.gethostname(),
+            lease_namespace=environ.get("POD_NAMESPACE") or _own_namespace(),
+            replica_group=environ.get("AGENTTASK_REPLICA_GROUP") or "agenttask-operator",
+            lease_seconds=lease,
         )
 
     @property
@@ -59,6 +77,16 @@ class Settings:
             allowed_hosts=self.allowed_hosts,
             builtin_namespaces=self.builtin_namespaces,
         )
+
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _own_namespace() -> str:
+    try:
+        return SA_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def scrub_openai_environment(environ: MutableMapping[str, str] = os.environ) -> list[str]:
@@ -90,6 +118,10 @@ class Context:
     # the watch delivered since the loop last looked (so that a loop never GETs per turn).
     holders: dict[tuple[str, str], int] = field(default_factory=dict)
     latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # The replicas (None: this replica acts alone, as in unit tests) and, per task whose step
+    # runs, the event set when the watch shows that another replica has taken the task.
+    membership: Membership | None = None
+    fences: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Share one transcript loader."""
@@ -123,7 +155,50 @@ class Context:
             return
         if obj is not None:
             self.latest[key] = obj
+            fence = self.fences.get(key)
+            if fence is not None and shard.fenced_out(self.settings.replica, obj.get("status")):
+                fence.set()
         event.set()
+
+    def wake_all(self) -> None:
+        """Wake every loop (the membership changed: who runs which task may have too)."""
+        for key in self.holders:
+            event = self.wakeups.get(key)
+            if event is not None:
+                event.set()
+
+    def verdict(self, uid: str, status: Mapping[str, Any] | None) -> shard.Verdict:
+        """What this replica may do with the task ``uid`` whose status is ``status``."""
+        if self.membership is None:
+            return shard.Act()
+        m = self.membership
+        now = m.clock()
+        return shard.verdict(
+            uid,
+            self.settings.replica,
+            m.holding(now),
+            m.members(now),
+            shard.Owner.from_status(status),
+            terminal=(status or {}).get("phase") in TERMINAL_PHASES,
+        )
+
+    async def fenced(self, namespace: str, name: str) -> str:
+        """Return (why) once this replica must stop the task's step in flight: another replica
+        took the task, or this one no longer holds its Lease with margin.
+        """  # noqa: D205
+        key = (namespace, name)
+        fence = self.fences[key] = asyncio.Event()
+        waits = {asyncio.create_task(fence.wait())}
+        if self.membership is not None:
+            waits.add(asyncio.create_task(self.membership.revoked.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            if self.fences.get(key) is fence:
+                del self.fences[key]
+        return "another replica took the task" if fence.is_set() else "the Lease was not renewed"
 
 
 MCP_IMPORT = """``effects.mcp`` (the MCP SDK) is imported where it is first used, not at start:

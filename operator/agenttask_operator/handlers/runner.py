@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide
+from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, shard
 from agenttask_operator.core import approval as approvals
 from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.agentmodel import resolve
@@ -179,17 +179,23 @@ class TaskLoop:
         self.own: deque[str] = deque(maxlen=OWN_WRITES)  # resourceVersions of our writes
         self.waited = False  # for kopf's finalizer, on the first turn
         self.events: set[asyncio.Future[None]] = set()  # Events being recorded
+        self.claim: dict[str, Any] | None = None  # status.owner to take the task with
+        self.idle: str | None = None  # why this replica leaves the task alone, if it does
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and how much of the transcript is committed, when that grew),
         fenced by resourceVersion. The answer is the task as it now is: the next turn starts
         from it, without reading the task again; after a conflict, the next turn reads it.
         """  # noqa: D205
-        assert self.store is not None
-        info = self.store.info()
-        recorded = TranscriptInfo.model_validate((obj.get("status") or {}).get("transcript") or {})
-        if info != recorded and info.entries >= recorded.entries:  # never record a loss
-            patch = patch | {"transcript": info.to_api()}
+        if self.store is not None:
+            info = self.store.info()
+            recorded = TranscriptInfo.model_validate(
+                (obj.get("status") or {}).get("transcript") or {}
+            )
+            if info != recorded and info.entries >= recorded.entries:  # never record a loss
+                patch = patch | {"transcript": info.to_api()}
+        if self.claim is not None:  # take the task in the same fenced write
+            patch = patch | self.claim
         try:
             new = await self.ctx.kube.patch_status(
                 self.namespace, self.name, obj["metadata"]["resourceVersion"], patch
@@ -199,6 +205,9 @@ class TaskLoop:
             raise
         self.obj = new = lean(new)
         self.own.append(new["metadata"]["resourceVersion"])
+        if self.claim is not None:
+            log.info("%s/%s: taken by %s", self.namespace, self.name, self.claim["owner"])
+            self.claim = None
         return new
 
     def _known(self) -> dict[str, Any] | None:
@@ -281,6 +290,8 @@ class TaskLoop:
         uid = obj["metadata"]["uid"]
         if self.uid is not None and uid != self.uid:
             return True  # deleted and created again: the new one has a loop of its own
+        if not await self._owned(obj, stopped, wake):
+            return False
         if self.store is None:
             store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
             if (obj.get("status") or {}).get("startTime"):  # not started: nothing stored yet
@@ -324,6 +335,34 @@ class TaskLoop:
             await self._execute(obj, state, action, stopped)
         return False
 
+    async def _owned(
+        self, obj: dict[str, Any], stopped: kopf.DaemonStopped, wake: asyncio.Event
+    ) -> bool:
+        """Whether this replica may act on the task now (``core.shard``); if it may not, wait
+        for a change of the task or of the replicas (releasing the task first if it is ours but
+        assigned elsewhere now).
+        """  # noqa: D205
+        self.claim = None
+        verdict = self.ctx.verdict(obj["metadata"]["uid"], obj.get("status"))
+        if isinstance(verdict, shard.Act):
+            if self.idle is not None or verdict.claim is not None:
+                # Another replica may have run steps meanwhile: read the transcript again.
+                if self.idle is not None:
+                    log.info("%s/%s: this replica runs it now", self.namespace, self.name)
+                self.store = None
+            self.claim, self.idle = verdict.claim, None
+            return True
+        if isinstance(verdict, shard.Release):
+            log.info("%s/%s: %s", self.namespace, self.name, verdict.why)
+            with contextlib.suppress(Conflict):
+                await self.write(obj, verdict.patch)
+            return False
+        if verdict.why != self.idle:
+            log.info("%s/%s: left alone: %s", self.namespace, self.name, verdict.why)
+            self.idle = verdict.why
+        await sleep(stopped, wake, None)
+        return False
+
     async def _execute(
         self, obj: dict[str, Any], state: TaskState, action: Execute, stopped: kopf.DaemonStopped
     ) -> None:
@@ -347,13 +386,18 @@ class TaskLoop:
         runs = [(step, action.result), *((x, None) for x in action.extras)]
         work = asyncio.create_task(self._batch(state, runs, action.timeout))
         stop = asyncio.create_task(until_stopped(stopped))
+        fence = asyncio.create_task(self.ctx.fenced(self.namespace, self.name))
         try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, stop, fence}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-            if not work.done():  # deleted, or the operator is shutting down: stop at once
+            fence.cancel()
+            if not work.done():  # deleted, shutting down, or no longer ours: stop at once
                 work.cancel()
-                log.info("%s/%s: %s interrupted", self.namespace, self.name, describe(step))
+                why = fence.result() if fence.done() and not fence.cancelled() else "stopped"
+                log.info(
+                    "%s/%s: %s interrupted (%s)", self.namespace, self.name, describe(step), why
+                )
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
         if work.cancelled():

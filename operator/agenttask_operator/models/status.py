@@ -151,6 +151,15 @@ class TranscriptInfo(Model):
     segments: int = 0
 
 
+class TaskOwner(Model):
+    """The replica that runs the task (none: released, or never taken) and the epoch of that
+    ownership, one more at every change of owner (see ``core.shard``).
+    """  # noqa: D205
+
+    replica: str | None = None
+    epoch: int = 0
+
+
 class AgentTaskStatus(Model):
     """Everything the operator records about a task."""
 
@@ -180,6 +189,7 @@ class AgentTaskStatus(Model):
     resolved_tools: tuple[ResolvedTool, ...] | None = None  # the MCP tools, fixed at start
     approval: ApprovalRecord | None = None  # the last tool call that needed a person's decision
     transcript: TranscriptInfo = TranscriptInfo()
+    owner: TaskOwner | None = None  # written with the step intents, never on its own
 
     @property
     def terminal(self) -> bool:

@@ -1,0 +1,201 @@
+"""Several replicas share the tasks, one writer per task: Leases, handover, fencing, kills.
+
+Real operator processes (two replicas, short Leases) against the local control plane; the fake
+HTTP tool is the ledger: it records every delivery of every call with its idempotency key and
+when it arrived, and each delivery takes ``TOOL_SECONDS`` to run. A key delivered again before
+its earlier delivery finished would be a step run twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from localcluster import LocalCluster
+
+from fakeopenai import HANG, FakeServer, Reply, ToolCall
+from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
+from operatorproc import OperatorProcess, operator_env
+from scenarios import three_step_model
+from test_crash_resume import spec_for
+
+pytestmark = pytest.mark.cluster
+
+LEASE_SECONDS = 6  # renewed every 2 s; a replica stops acting 4 s after its last renewal
+TOOL_SECONDS = 0.4
+
+
+def slow_echo(call: ToolCall, n: int) -> Reply:
+    return Reply(body=f"echo {call.body['arguments']['x']}", delay=TOOL_SECONDS)
+
+
+@pytest.fixture
+def replicas(
+    cluster: LocalCluster,
+    crd: Path,
+    namespace: str,
+    fake: FakeServer,
+    workspace: Path,
+    tmp_path: Path,
+) -> Iterator[dict[str, OperatorProcess]]:
+    """Two replicas of one installation (same group, Leases in the test namespace)."""
+    env = operator_env(fake.base_url, workspace, tmp_path / "faults")
+    env["AGENTTASK_LEASE_SECONDS"] = str(LEASE_SECONDS)
+    procs = {}
+    for name in ("replica-a", "replica-b"):
+        proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / f"{name}.log", env)
+        proc.env = env | {"AGENTTASK_REPLICA_ID": name}
+        procs[name] = proc
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+def start(proc: OperatorProcess) -> None:
+    proc.start(AGENTTASK_REPLICA_ID=proc.env["AGENTTASK_REPLICA_ID"])
+
+
+async def all_finished(
+    api: client.ApiClient, namespace: str, names: list[str], within: float
+) -> list[dict[str, Any]]:
+    async def done() -> list[dict[str, Any]] | None:
+        objs = [await get_task(api, namespace, n) for n in names]
+        phases = [(o.get("status") or {}).get("phase") for o in objs]
+        return objs if all(p in ("Succeeded", "Failed") for p in phases) else None
+
+    return await eventually(done, within=within, what=f"{len(names)} tasks to finish")
+
+
+def overlapping(deliveries: list[ToolCall]) -> list[tuple[str | None, float]]:
+    """Deliveries of one key that arrived while an earlier one of it still ran."""
+    by_key: dict[str | None, list[float]] = {}
+    for d in deliveries:
+        by_key.setdefault(d.idempotency_key, []).append(d.time)
+    bad = []
+    for key, times in by_key.items():
+        times.sort()
+        bad += [(key, b - a) for a, b in itertools.pairwise(times) if b - a < TOOL_SECONDS]
+    return bad
+
+
+async def test_two_replicas_share_tasks_and_survive_kills(
+    api: client.ApiClient, namespace: str, fake: FakeServer, replicas: dict[str, OperatorProcess]
+) -> None:
+    """Small chaos: 20 tasks, 2 replicas, 5 SIGKILLs and one clean exit spread over them."""
+    fake.llm = three_step_model
+    fake.tools["echo"] = slow_echo
+    for proc in replicas.values():
+        start(proc)
+    for proc in replicas.values():
+        proc.wait_started()
+    names = [f"crash-{i:02d}" for i in range(20)]
+    for name in names:
+        await create_task(api, namespace, name, spec_for(fake))
+    rng = random.Random(13)  # noqa: S311 (the timing of the kills, not a secret)
+    kills = Counter[str]()
+    for i in range(6):
+        await asyncio.sleep(rng.uniform(1.0, 2.5))
+        victim = sorted(replicas)[i % 2]  # kills spread over both
+        proc = replicas[victim]
+        if i == 3:
+            proc.stop()  # a clean exit (scaled away): its Lease is deleted, its tasks move at once
+        else:
+            proc.kill()
+            kills[victim] += 1
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
+        start(proc)
+    objs = await all_finished(api, namespace, names, within=240)
+
+    bad = {o["metadata"]["name"]: o["status"] for o in objs if o["status"]["phase"] != "Succeeded"}
+    assert bad == {}
+    owners = Counter(o["status"]["owner"]["replica"] for o in objs)
+    for o in objs:
+        uid = o["metadata"]["uid"]
+        assert o["status"]["result"] == "all three calls done"
+        entries = await transcript(api, namespace, uid)
+        assert [e["kind"] for e in entries] == ["LLM", "Tool", "Tool", "LLM", "Tool", "LLM"]
+        mine = [d for d in fake.deliveries if (d.idempotency_key or "").startswith(uid)]
+        assert {d.idempotency_key for d in mine} == {f"{uid}:call_{c}" for c in "abc"}
+    # No key was delivered while an earlier delivery of it still ran: no step ran twice at once.
+    assert overlapping(fake.deliveries) == []
+    # Every redelivery is explained by a kill: at most one per call in flight per kill.
+    per_key = Counter(d.idempotency_key for d in fake.deliveries)
+    redelivered = sum(n - 1 for n in per_key.values())
+    assert redelivered <= sum(kills.values()) * 20 * 2
+    # Both replicas ran tasks, and tasks changed hands (epochs above 1).
+    logs = {name: proc.output() for name, proc in replicas.items()}
+    for name, text in logs.items():
+        assert "taken by {'replica': '" + name in text, f"{name} never took a task"
+    assert max(o["status"]["owner"]["epoch"] for o in objs) > 1
+    print(
+        f"\nchaos (small): 20 tasks, kills {dict(kills)}, final owners {dict(owners)}, "
+        f"deliveries {len(fake.deliveries)} for {len(per_key)} calls ({redelivered} again), "
+        f"LLM requests {len(fake.requests)} for 60 steps"
+    )
+
+
+async def test_a_frozen_replica_is_fenced_out_and_its_task_taken_over(
+    api: client.ApiClient, namespace: str, fake: FakeServer, replicas: dict[str, OperatorProcess]
+) -> None:
+    """SIGSTOP the replica running a task while its tool call hangs (a partitioned node):
+    the other replica takes the task once the frozen one's Lease expired and finishes it; the
+    frozen one, thawed, stops the step it had in flight and writes nothing more to the task.
+    """
+    fake.llm = three_step_model
+
+    def hang_once(call: ToolCall, n: int) -> Reply:
+        if call.body["toolCallId"] == "call_c" and n == 1:
+            return HANG
+        return Reply(body=f"echo {call.body['arguments']['x']}")
+
+    fake.tools["echo"] = hang_once
+    for proc in replicas.values():
+        start(proc)
+    for proc in replicas.values():
+        proc.wait_started()
+    await create_task(api, namespace, "crash", spec_for(fake))
+
+    async def hanging() -> bool:
+        return any(d.body["toolCallId"] == "call_c" for d in fake.deliveries)
+
+    await eventually(hanging, within=60, what="call_c to be delivered")
+    st = (await get_task(api, namespace, "crash"))["status"]
+    holder, epoch = st["owner"]["replica"], st["owner"]["epoch"]
+    other = next(n for n in replicas if n != holder)
+    frozen = replicas[holder].proc
+    assert frozen is not None
+    frozen.send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        obj = await wait_phase(api, namespace, "crash", within=60)
+        taken_after = time.monotonic() - stopped_at
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert obj["status"]["owner"] == {"replica": other, "epoch": epoch + 1}
+    # Not before the frozen replica's Lease could have expired.
+    assert taken_after >= LEASE_SECONDS - 1
+    keys = [d.idempotency_key for d in fake.deliveries if d.body["toolCallId"] == "call_c"]
+    assert len(keys) == 2 and len(set(keys)) == 1  # redelivered once, under the same key
+    rv = obj["metadata"]["resourceVersion"]
+
+    async def thawed_and_fenced() -> bool:
+        return any(
+            "(call_c)" in line and " interrupted (" in line
+            for line in replicas[holder].output().splitlines()
+        )
+
+    await eventually(thawed_and_fenced, within=30, what="the thawed replica to stop its step")
+    await asyncio.sleep(LEASE_SECONDS / 2)
+    after = await get_task(api, namespace, "crash")
+    assert after["metadata"]["resourceVersion"] == rv  # it wrote nothing more
+    assert len(fake.deliveries) == 3 + 1
