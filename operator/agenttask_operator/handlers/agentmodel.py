@@ -93,6 +93,12 @@ async def check(
     patch.status.update(changes)
 
 
+def assigned_here(*, uid: str | None, memo: Any, **_: Any) -> bool:
+    """Whether this replica checks this AgentModel (another one does, when there are several)."""
+    ctx: Context | None = memo.get("ctx")
+    return ctx is None or uid is None or ctx.assigned_here(uid)
+
+
 def register(interval: float | None = None) -> None:
     """Register the AgentModel handlers with kopf's default registry."""
     seconds = interval if interval is not None else recheck_seconds()
@@ -100,10 +106,11 @@ def register(interval: float | None = None) -> None:
         (kopf.on.create, "agentmodel-create"),
         (kopf.on.resume, "agentmodel-resume"),
     ):
-        on(GROUP, VERSION, PLURAL, id=id_, param=seconds)(check)
-    kopf.on.update(GROUP, VERSION, PLURAL, id="agentmodel-update", field="spec", param=seconds)(
-        check
-    )
+        on(GROUP, VERSION, PLURAL, id=id_, param=seconds, when=assigned_here)(check)
+    kopf.on.update(
+        GROUP, VERSION, PLURAL, id="agentmodel-update", field="spec", param=seconds,
+        when=assigned_here,
+    )(check)  # fmt: skip
     kopf.timer(
         GROUP,
         VERSION,
@@ -113,5 +120,6 @@ def register(interval: float | None = None) -> None:
         idle=seconds,  # only once the object has been quiet that long: no work after a change
         backoff=seconds,
         param=seconds,
+        when=assigned_here,
     )(check)
     log.info("AgentModel readiness is re-checked every %gs (%s)", seconds, RECHECK_ENV)

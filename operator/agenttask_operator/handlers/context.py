@@ -161,11 +161,20 @@ class Context:
         event.set()
 
     def wake_all(self) -> None:
-        """Wake every loop (the membership changed: who runs which task may have too)."""
-        for key in self.holders:
-            event = self.wakeups.get(key)
-            if event is not None:
-                event.set()
+        """Wake every loop (the membership changed: who runs which object may have too)."""
+        for event in self.wakeups.values():
+            event.set()
+
+    def assigned_here(self, uid: str) -> bool:
+        """Whether this replica is the one that should look after the object ``uid`` (for
+        objects that need no fence, e.g. the readiness checks of AgentModels and
+        AgentToolServers: at worst two replicas check one at the same moment).
+        """  # noqa: D205
+        m = self.membership
+        if m is None:
+            return True
+        now = m.clock()
+        return m.holding(now) and shard.assigned(uid, m.members(now)) == self.settings.replica
 
     def verdict(self, uid: str, status: Mapping[str, Any] | None) -> shard.Verdict:
         """What this replica may do with the task ``uid`` whose status is ``status``."""

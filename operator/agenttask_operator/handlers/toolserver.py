@@ -90,6 +90,11 @@ class RefreshLoop:
         try:
             while not stopped:
                 self.wake.clear()
+                if not self.ctx.assigned_here(str(self.body.metadata.uid)):
+                    # Another replica refreshes it; woken when the replicas change.
+                    await self._stop_listener()
+                    await sleep(stopped, self.wake, None)
+                    continue
                 try:
                     self._keep_listener()  # a spec change ends the old listener at once
                     delay = self.due_in()
