@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .cache/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help venv lint fmt test test-unit binaries helm manifests cluster cluster-down demo bench clean
+.PHONY: help venv lint fmt test test-unit binaries helm manifests cluster cluster-down demo bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,11 @@ demo: $(STAMP) ## the disk-space scenario end to end (starts a local control pla
 BENCH_ARGS ?=
 bench: $(STAMP) binaries ## benchmark with its own control plane; writes benchmarks/RESULTS.md (minutes)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# 200 tasks (CHAOS_TASKS), 3 replicas, 30 SIGKILLs, an 8 s API-server freeze, a replica scaled
+# away and back, a fault-injecting model; figures printed and written to .cache/chaos.json.
+chaos: $(STAMP) binaries ## the full chaos run on several replicas (minutes; not in make test)
+	$(PY) -m pytest tests/test_chaos.py -m chaos -s
 
 clean: cluster-down ## remove the venv and caches inside the repo
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -70,7 +70,7 @@ from metrics import (  # noqa: E402
 
 MERGE = "application/merge-patch+json"
 KIB, MIB = 1024, 1024 * 1024
-FIGURES = ("floor", "seq", "growth", "throughput", "inflight")
+FIGURES = ("floor", "seq", "growth", "throughput", "replicas", "inflight")
 THROUGHPUT_ITERATIONS = 4  # 4 iterations of 1 tool call + the answer = 9 steps
 INFLIGHT_ITERATIONS = 200  # more than any task gets through while it is measured
 INFLIGHT_TOOL_DELAY = 3.0
@@ -574,6 +574,72 @@ class Bench:
             f"operator peak RSS during the run {rss / MIB:.0f} MiB"
         )
 
+    # --- sharding: the same load on several replicas ---
+
+    async def measure_replicas(self, n: int, replicas: int) -> None:
+        """``n`` tasks of 9 steps on ``replicas`` operator processes sharing them (Leases)."""
+        steps_each = steps_of(THROUGHPUT_ITERATIONS)
+        ns = f"bench-rep{replicas}-{n}"
+        names = [f"t{i:05d}" for i in range(n)]
+        specs = {nm: self.spec(ns, nm, iterations=THROUGHPUT_ITERATIONS) for nm in names}
+        steps = n * steps_each
+        log(f"replicas: {n} tasks x {steps_each} steps on {replicas} replicas")
+        await new_namespace(self.api, ns)
+        assert self.fake is not None
+        ops = [
+            OperatorProcess(
+                self.cluster.kubeconfig,
+                ns,
+                self.workdir / f"operator-{ns}-r{i}.log",
+                self.fake.base_url,
+                self.workdir / "workspace",
+                self.operator_src,
+                {"AGENTTASK_REPLICA_ID": f"r{i}", "POD_NAMESPACE": ns},
+            )
+            for i in range(replicas)
+        ]
+        self.operators += ops
+        try:
+            for op in ops:
+                op.start()
+            for op in ops:
+                await op.wait_started()
+            await asyncio.sleep(2.0)
+            watcher = self.watcher(ns)
+            watcher.start()
+            await watcher.ready.wait()
+            before = await self.snap()
+            t0 = time.monotonic()
+            await create_tasks(self.api, ns, specs, self.own, self.args.create_concurrency)
+            await watcher.wait_for(names, 120 + steps / 5.0, "tasks")
+            cpu_end = self.cpu()
+            t_end = max(watcher.done[nm][0] for nm in names)
+            await asyncio.sleep(1.5)
+            after = await self.snap()
+            await watcher.stop()
+        finally:
+            for op in ops:
+                await asyncio.to_thread(op.stop)
+        failed = self.check_succeeded(watcher, f"{n} tasks on {replicas} replicas")
+        cost = self.cost(before, after, steps, cpu_end)
+        self.costs[f"{n} tasks, {replicas} replicas"] = cost
+        owners = Counter(
+            str((s.get("owner") or {}).get("replica")) for _, _, s in watcher.done.values()
+        )
+        one = self.costs.get(f"{n} tasks")
+        self.report.row(
+            f"{n} tasks on {replicas} replicas: API requests per step (1 replica)",
+            f"{cost.api_per_step:.2f}"
+            + (f" ({one.api_per_step:.2f})" if one else "")
+            + f"; {steps / (t_end - t0):.0f} steps/s"
+            + (f" ({failed} failed)" if failed else ""),
+            "no extra write per step",
+            None,
+        )
+        self.report.note(
+            f"{n} tasks on {replicas} replicas: tasks finished per replica {dict(owners)}"
+        )
+
     # --- 5/6. in flight: RSS and SIGKILL ---
 
     async def measure_inflight(self, n: int) -> None:
@@ -669,6 +735,9 @@ class Bench:
             if "throughput" in a.figures:
                 for n in a.tasks:
                     steps.append((f"throughput {n}", functools.partial(self.measure_throughput, n)))
+            if "replicas" in a.figures:
+                n = a.tasks[0]
+                steps.append((f"replicas {n}", functools.partial(self.measure_replicas, n, 3)))
             if "inflight" in a.figures:
                 for n in a.inflight_tasks:
                     steps.append((f"in flight {n}", functools.partial(self.measure_inflight, n)))

@@ -187,10 +187,12 @@ class OperatorProcess:
         fake_base_url: str,
         workspace: Path,
         pythonpath: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
-        """Configure; call :meth:`start`."""
+        """Configure; call :meth:`start`. ``extra_env``: e.g. a replica's identity."""
         self.kubeconfig, self.namespace, self.log_path = kubeconfig, namespace, log_path
         self.fake_base_url, self.workspace, self.pythonpath = fake_base_url, workspace, pythonpath
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -203,7 +205,7 @@ class OperatorProcess:
             "OPENAI_BASE_URL": self.fake_base_url,
             "OPENAI_API_KEY": "sk-bench",
             "AGENTTASK_WORKSPACE": str(self.workspace),
-        }
+        } | self.extra_env
         if self.pythonpath is not None:
             env["PYTHONPATH"] = str(self.pythonpath)
         self.starts += 1
