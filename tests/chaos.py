@@ -61,7 +61,8 @@ class Report:
 
     plan: Plan
     wall_seconds: float = 0.0
-    disruptions: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, what)
+    # (start, end, what), monotonic: a kill is a moment, a freeze or a clean exit lasts
+    disruptions: list[tuple[float, float, str]] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     deliveries: int = 0
@@ -75,7 +76,7 @@ class Report:
 
     def figures(self) -> str:
         """One line per figure, for the log."""
-        kinds = Counter(what.split()[0] for _, what in self.disruptions)
+        kinds = Counter(what.split()[0] for _, _, what in self.disruptions)
         return "\n".join(
             [
                 f"chaos: {self.plan.tasks} tasks, {self.plan.replicas} replicas, "
@@ -207,8 +208,9 @@ class Chaos:
         proc = self.replicas[name]
         proc.start(AGENTTASK_REPLICA_ID=name)
 
-    def _disrupted(self, what: str) -> None:
-        self.report.disruptions.append((time.monotonic(), what))
+    def _disrupted(self, what: str, since: float | None = None) -> None:
+        now = time.monotonic()
+        self.report.disruptions.append((now if since is None else since, now, what))
 
     async def run(self) -> Report:
         """Run, check, and return the report (``problems`` lists what did not hold)."""
@@ -258,13 +260,15 @@ class Chaos:
             if i == freeze_at:
                 apiserver = self.cluster.procs["kube-apiserver"]
                 apiserver.send_signal(signal.SIGSTOP)
-                self._disrupted(f"freeze of the API server, {plan.freeze_seconds:g}s")
+                frozen = time.monotonic()
                 await asyncio.sleep(plan.freeze_seconds)
                 apiserver.send_signal(signal.SIGCONT)
+                self._disrupted(f"freeze of the API server, {plan.freeze_seconds:g}s", frozen)
             if i == away_at:
                 away = order[(i + 1) % len(order)]
-                self._disrupted(f"scale-away of {away}")
+                leaving = time.monotonic()
                 await asyncio.to_thread(self.replicas[away].stop)
+                self._disrupted(f"scale-away of {away}", leaving)
             victims = [n for n in order if n != away]
             victim = victims[i % len(victims)]
             self._disrupted(f"kill of {victim}")
@@ -306,16 +310,15 @@ class Chaos:
             elif key not in stored_calls:
                 r.problems.append(f"delivered a call of no stored answer: {key}")
         r.problems += [f"overlapping deliveries of {b}" for b in overlapping(fake.deliveries)]
-        # A call delivered again must have been in flight at a disruption: its earlier delivery
-        # came before some disruption and the next one after it.
-        stamps = sorted(t for t, _ in r.disruptions)
+        # A call delivered again must have been in flight at a disruption: some disruption
+        # overlaps the time from its earlier delivery to the next one.
         by_key: dict[str | None, list[float]] = {}
         for d in fake.deliveries:
             by_key.setdefault(d.idempotency_key, []).append(d.time)
         for again, times in by_key.items():
             times.sort()
             for a, b in itertools.pairwise(times):
-                if not any(a - 1.0 <= t <= b for t in stamps):
+                if not any(start <= b and a - 1.0 <= end for start, end, _ in r.disruptions):
                     r.problems.append(
                         f"{again} delivered again {b - a:.1f}s later, no disruption between"
                     )
@@ -329,7 +332,7 @@ def dump(report: Report, path: Path) -> None:
     data = {
         "plan": report.plan.__dict__,
         "wall_seconds": round(report.wall_seconds, 1),
-        "disruptions": [w for _, w in report.disruptions],
+        "disruptions": [w for _, _, w in report.disruptions],
         "faults": dict(report.faults),
         "requests": report.requests,
         "deliveries": report.deliveries,

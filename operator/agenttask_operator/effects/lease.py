@@ -1,14 +1,16 @@
 """The replicas' membership: each holds a ``coordination.k8s.io/v1`` Lease of its own and renews it.
 
 Every replica of one installation holds the Lease ``agenttask-operator-<identity>`` in its own
-namespace, labelled ``agenttask.dev/replicas=<group>``, and renews it every ``duration / 3``
+namespace, labelled ``agenttask.dev/replicas=<group>``, and renews it every ``duration * 2/15``
 seconds. The live Leases of the group are the membership (``core.shard`` assigns the tasks over
-it). Timing follows client-go's leader election, whose defaults keep the same ratios (15 s / 10 s /
-2 s): another replica counts a Lease as live for ``duration`` after it last *saw it change* (by
-its own monotonic clock, so that clock skew between nodes does not matter); the holder stops
-acting on tasks when it has not renewed for ``duration * 2/3`` (``holding`` turns False and
-``revoked`` is set: every step in flight is interrupted), which leaves a third of the duration as
-a margin before anyone may take its tasks. A replica that exits cleanly deletes its Lease, so
+it). Timing follows client-go's leader election and keeps its defaults' ratios (15 s lease, 10 s
+renew deadline, a try every 2 s): another replica counts a Lease as live for ``duration``
+after it last *saw it change* (by its own monotonic clock, so that clock skew between nodes
+does not matter); the holder stops acting on tasks when it has not renewed for
+``duration * 2/3`` (``holding`` turns False and ``revoked`` is set: every step in flight is
+interrupted), which leaves a third of the duration as a margin before anyone may take its
+tasks. A renewal may take until that deadline, so an API server that does not answer for up to
+``duration * 8/15`` (8 s of 15) interrupts nothing. A replica that exits cleanly deletes its Lease, so
 the others take its tasks over at once; one that is killed is waited for until its Lease expires.
 
 The identity must be unique among the replicas that run at the same time and should survive a
@@ -62,7 +64,7 @@ class Membership:
         """Configure; :meth:`start` acquires the Lease."""
         self.kube, self.identity, self.namespace, self.group = kube, identity, namespace, group
         self.duration = duration
-        self.renew_every = duration / 3
+        self.renew_every = duration * 2 / 15  # client-go's RetryPeriod: 2 s of 15 s
         self.deadline = duration * 2 / 3  # act only while the last renewal is younger than this
         self.on_change, self.clock = on_change, clock
         self.name = lease_name(identity)
@@ -130,8 +132,11 @@ class Membership:
     async def _tick(self) -> None:
         """Renew our Lease, read everyone's, and tell the loops if anything changed."""
         started = self.clock()
+        # A renewal may take until the deadline: one that hangs while the API server is frozen
+        # for a few seconds still counts (from when it was sent) once the server answers.
+        left = self.deadline - (started - self.renewed_at) if self.renewed_at else self.deadline
         try:
-            async with asyncio.timeout(max(0.5, self.deadline / 2)):
+            async with asyncio.timeout(max(self.renew_every, left)):
                 await self._renew(started)
                 await self._refresh()
         except asyncio.CancelledError:
