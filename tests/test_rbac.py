@@ -155,6 +155,39 @@ async def test_crash_resume_under_chart_rbac(
     assert_no_forbidden(op)
 
 
+async def test_two_replicas_under_chart_rbac(
+    api: client.ApiClient,
+    namespace: str,
+    fake: FakeServer,
+    chart_rbac_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """Two replicas, each with only the chart's ServiceAccount token: they hold their Leases
+    (the chart's Lease Role), share the tasks, and one takes over the other's after a kill.
+    """
+    first = chart_rbac_operator
+    second = OperatorProcess(first.kubeconfig, namespace, tmp_path / "operator-2.log", first.env)
+    fake.llm = three_step_model
+    fake.tools["echo"] = test_crash_resume.echo
+    names = [f"crash-{i}" for i in range(6)]
+    try:
+        first.start(AGENTTASK_REPLICA_ID="replica-1", AGENTTASK_LEASE_SECONDS="4")
+        second.start(AGENTTASK_REPLICA_ID="replica-2", AGENTTASK_LEASE_SECONDS="4")
+        first.wait_started()
+        second.wait_started()
+        for name in names:
+            await create_task(api, namespace, name, test_crash_resume.spec_for(fake))
+        first.kill()  # whatever it held moves to the second once its Lease expired
+        objs = [await wait_phase(api, namespace, n, within=90) for n in names]
+    finally:
+        second.stop()
+    assert [o["status"]["phase"] for o in objs] == ["Succeeded"] * len(names)
+    assert {o["status"]["owner"]["replica"] for o in objs} == {"replica-2"}
+    assert "holding Lease" in first.output() and "holding Lease" in second.output()
+    assert_no_forbidden(first)
+    assert_no_forbidden(second)
+
+
 DISK_SPEC: dict[str, Any] = {
     "input": DISK_INPUT,
     "model": {"name": "fake-model"},
@@ -206,6 +239,9 @@ async def test_chart_rbac_grants_nothing_more(
     assert not can("list", "secrets", "-n", namespace)  # only by name, never enumerated
     assert not can("get", "pods", "-n", namespace)
     assert not can("update", "agenttasks.agenttask.dev", "-n", namespace)
+    assert can("update", "leases.coordination.k8s.io", "-n", namespace)  # the release's own
+    assert not can("update", "leases.coordination.k8s.io", "-n", "kube-system")
+    assert not can("get", "leases.coordination.k8s.io", "-n", namespace)
     assert not can("create", "configmaps", "-n", "default")  # other namespaces: nothing
     assert not can("get", "secrets", "-n", "default")
     assert not can("list", "agenttasks.agenttask.dev", "--all-namespaces")
