@@ -199,3 +199,53 @@ async def test_a_frozen_replica_is_fenced_out_and_its_task_taken_over(
     after = await get_task(api, namespace, "crash")
     assert after["metadata"]["resourceVersion"] == rv  # it wrote nothing more
     assert len(fake.deliveries) == 3 + 1
+
+
+async def test_a_clean_exit_hands_its_tasks_over_at_once(
+    api: client.ApiClient, namespace: str, fake: FakeServer, replicas: dict[str, OperatorProcess]
+) -> None:
+    """SIGTERM (a rollout, a drain): the replica interrupts its steps and deletes its Lease;
+    the other replica takes its tasks at once, well before the Lease could have expired.
+    """
+    fake.llm = three_step_model
+    gate = asyncio.Event()
+
+    def held(call: ToolCall, n: int) -> Reply:  # every call waits until the gate opens
+        return Reply(body=f"echo {call.body['arguments']['x']}", until=gate.is_set, delay=120)
+
+    fake.tools["echo"] = held
+    for proc in replicas.values():
+        start(proc)
+    for proc in replicas.values():
+        proc.wait_started()
+    names = [f"t-{i}" for i in range(8)]
+    for name in names:
+        await create_task(api, namespace, name, spec_for(fake))
+
+    async def owners() -> dict[str, str] | None:
+        objs = [await get_task(api, namespace, n) for n in names]
+        found = {
+            o["metadata"]["name"]: (o.get("status") or {}).get("owner", {}).get("replica")
+            for o in objs
+        }
+        return found if all(found.values()) else None
+
+    before = await eventually(owners, within=60, what="every task to be taken")
+    leaving = max(set(before.values()), key=list(before.values()).count)
+    staying = next(n for n in replicas if n != leaving)
+    moved = sorted(n for n, r in before.items() if r == leaving)
+    t0 = time.monotonic()
+    await asyncio.to_thread(replicas[leaving].stop)
+
+    async def all_moved() -> bool:
+        now = await owners()
+        return now is not None and all(now[n] == staying for n in moved)
+
+    await eventually(all_moved, within=LEASE_SECONDS * 3, what="the tasks to move")
+    took = time.monotonic() - t0
+    assert "released Lease" in replicas[leaving].output()
+    gate.set()
+    objs = await all_finished(api, namespace, names, within=120)
+    assert {o["status"]["phase"] for o in objs} == {"Succeeded"}
+    print(f"\nclean exit: {len(moved)} tasks moved in {took:.1f}s (Lease: {LEASE_SECONDS}s)")
+    assert took < LEASE_SECONDS, took  # not by the Lease's expiry: at once
