@@ -71,6 +71,7 @@ class Report:
     interrupted_events: int = 0
     retry_events: int = 0
     epochs_above_one: int = 0
+    handovers: int = 0  # the sum over tasks of (final epoch - 1): changes of owner
     owners: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -86,7 +87,8 @@ class Report:
                 f"  tool deliveries: {self.deliveries} for {self.calls} calls "
                 f"({self.redelivered} delivered again)",
                 f"  Interrupted events: {self.interrupted_events}, Retrying events: "
-                f"{self.retry_events}, tasks that changed hands: {self.epochs_above_one}",
+                f"{self.retry_events}, tasks that changed hands: {self.epochs_above_one} "
+                f"({self.handovers} handovers)",
                 f"  tasks finished per replica: {dict(self.owners)}",
                 f"  problems: {len(self.problems)}",
                 *(f"    - {p}" for p in self.problems[:20]),
@@ -298,6 +300,7 @@ class Chaos:
             owner = st.get("owner") or {}
             r.owners[owner.get("replica") or "-"] += 1
             r.epochs_above_one += int((owner.get("epoch") or 0) > 1)
+            r.handovers += max(0, (owner.get("epoch") or 1) - 1)
             for e in await transcript(self.api, self.namespace, uid):
                 for call in (e.get("message") or {}).get("tool_calls") or ():
                     stored_calls.add(f"{uid}:{call['id']}")
@@ -341,6 +344,7 @@ def dump(report: Report, path: Path) -> None:
         "interrupted_events": report.interrupted_events,
         "retry_events": report.retry_events,
         "epochs_above_one": report.epochs_above_one,
+        "handovers": report.handovers,
         "owners": dict(report.owners),
         "problems": report.problems,
     }
