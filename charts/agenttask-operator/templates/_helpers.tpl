@@ -110,6 +110,12 @@ runs the operator with exactly these rules.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Concurrency limits (AgentModel maxConcurrentTasks, the per-namespace limit): each limit's
+# places are a Lease agenttask-slots-<...> in the tasks' namespace, changed only with a
+# resourceVersion precondition. Only read and written by name, never listed.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
 {{- if .Values.rbac.readSecrets }}
 # Model API keys that a task or an AgentModel names (apiKeySecretRef), and the header Secrets of
 # AgentToolServers (headersFrom).

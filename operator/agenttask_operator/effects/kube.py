@@ -240,6 +240,16 @@ class Kube:
         )
         return cast(list[dict[str, Any]], (await _json(resp)).get("items") or [])
 
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as a JSON object, or None if there is none."""
+        resp = await self.coordination.read_namespaced_lease(
+            name, namespace, _preload_content=False
+        )
+        if resp.status == 404:
+            resp.release()
+            return None
+        return await _json(resp)
+
     async def write_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create the Lease (no ``metadata.resourceVersion``) or replace it if unchanged since
         read (with one); Conflict if it exists already, changed, or is gone.

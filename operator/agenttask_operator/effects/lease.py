@@ -10,8 +10,9 @@ does not matter); the holder stops acting on tasks when it has not renewed for
 ``duration * 2/3`` (``holding`` turns False and ``revoked`` is set: every step in flight is
 interrupted), which leaves a third of the duration as a margin before anyone may take its
 tasks. A renewal may take until that deadline, so an API server that does not answer for up to
-``duration * 8/15`` (8 s of 15) interrupts nothing. A replica that exits cleanly deletes its Lease, so
-the others take its tasks over at once; one that is killed is waited for until its Lease expires.
+``duration * 8/15`` (8 s of 15) interrupts nothing. A replica that exits cleanly deletes its
+Lease, so the others take its tasks over at once; one that is killed is waited for until its
+Lease expires.
 
 The identity must be unique among the replicas that run at the same time and should survive a
 restart of the same replica: the Pod's name (the chart passes it) does both — a container

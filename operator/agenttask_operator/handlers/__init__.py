@@ -94,7 +94,10 @@ async def wake(
     """  # noqa: D205
     ctx: Context | None = memo.get("ctx")
     if ctx is not None and namespace and name:
-        obj = event.get("object") if event.get("type") in ("ADDED", "MODIFIED") else None
+        raw = event.get("object")
+        if isinstance(raw, dict):
+            ctx.observe(event.get("type"), raw)
+        obj = raw if event.get("type") in ("ADDED", "MODIFIED") else None
         ctx.notify(namespace, name, lean(obj) if isinstance(obj, dict) else None)
 
 

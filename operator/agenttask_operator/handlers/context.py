@@ -13,10 +13,11 @@ from typing import Any
 import aiohttp
 import kopf
 
-from agenttask_operator.core import shard
+from agenttask_operator.core import queue, shard
 from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.lease import DEFAULT_DURATION, Membership
 from agenttask_operator.effects.registry import BuiltinTool
+from agenttask_operator.effects.slots import Slots
 from agenttask_operator.effects.transcript import Loader
 from agenttask_operator.models import SDK_DEFAULT_BASE_URL, TERMINAL_PHASES, OperatorPolicy
 
@@ -40,6 +41,7 @@ class Settings:
     lease_namespace: str = "default"  # where the replicas' Leases are
     replica_group: str = "agenttask-operator"  # the replicas that share the tasks
     lease_seconds: float = DEFAULT_DURATION
+    max_tasks_per_namespace: int | None = None  # running tasks per namespace; None: no limit
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -47,12 +49,16 @@ class Settings:
         ``OPENAI_PROJECT_ID``, ``AGENTTASK_ALLOWED_HOSTS``, ``AGENTTASK_BUILTIN_NAMESPACES``;
         the replica: ``AGENTTASK_REPLICA_ID`` (else ``POD_NAME``, else the host name),
         ``POD_NAMESPACE`` (else the service account's namespace, else ``default``),
-        ``AGENTTASK_REPLICA_GROUP``, ``AGENTTASK_LEASE_SECONDS``.
+        ``AGENTTASK_REPLICA_GROUP``, ``AGENTTASK_LEASE_SECONDS``; the limit of running tasks
+        per namespace: ``AGENTTASK_MAX_TASKS_PER_NAMESPACE``.
         """  # noqa: D205
         ws = environ.get("AGENTTASK_WORKSPACE")
         lease = float(environ.get("AGENTTASK_LEASE_SECONDS") or DEFAULT_DURATION)
         if lease < 3:
             raise ValueError(f"AGENTTASK_LEASE_SECONDS must be at least 3, not {lease:g}")
+        per_ns = environ.get("AGENTTASK_MAX_TASKS_PER_NAMESPACE") or None
+        if per_ns is not None and (not per_ns.isdigit() or int(per_ns) < 1):
+            raise ValueError(f"AGENTTASK_MAX_TASKS_PER_NAMESPACE={per_ns!r}: a number, at least 1")
         return cls(
             workspace=Path(ws).resolve() if ws else None,
             default_base_url=environ.get("OPENAI_BASE_URL") or None,
@@ -66,6 +72,7 @@ class Settings:
             lease_namespace=environ.get("POD_NAMESPACE") or _own_namespace(),
             replica_group=environ.get("AGENTTASK_REPLICA_GROUP") or "agenttask-operator",
             lease_seconds=lease,
+            max_tasks_per_namespace=int(per_ns) if per_ns else None,
         )
 
     @property
@@ -122,10 +129,40 @@ class Context:
     # runs, the event set when the watch shows that another replica has taken the task.
     membership: Membership | None = None
     fences: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    # Every task the watch showed (uid → what the queue needs), and the loops waiting for a
+    # place in a concurrency limit, per namespace: woken when a task there ends or goes.
+    tasks: dict[str, queue.Seen] = field(default_factory=dict)
+    # namespace → (namespace, name) → (creationTimestamp, name, the largest limit it waits on)
+    queued: dict[str, dict[tuple[str, str], tuple[str, str, int]]] = field(default_factory=dict)
+    slots: Slots = field(init=False)
 
     def __post_init__(self) -> None:
         """Share one transcript loader."""
         self.loader = Loader(self.kube)
+        self.slots = Slots(self.kube)
+
+    def observe(self, kind: str | None, obj: Mapping[str, Any]) -> None:
+        """Keep the index of tasks up to date with a watch event; when a task ends or goes,
+        wake the loops queued in its namespace (a place may have become free).
+        """  # noqa: D205
+        found = queue.seen(obj)
+        if found is None:
+            return
+        before = self.tasks.get(found.uid)
+        if kind == "DELETED":
+            self.tasks.pop(found.uid, None)
+            freed = True
+        else:
+            self.tasks[found.uid] = found
+            freed = found.ended and (before is None or not before.ended)
+        waiting = self.queued.get(found.namespace)
+        if freed and waiting:
+            # Only the oldest can take a free place: as many as the largest limit, not all.
+            first = sorted(waiting.items(), key=lambda kv: kv[1])
+            for key, _ in first[: max(limit for _, _, limit in waiting.values())]:
+                event = self.wakeups.get(key)
+                if event is not None:
+                    event.set()
 
     def wakeup(self, namespace: str, name: str) -> asyncio.Event:
         """The event set whenever the object changes (so that waits end early)."""

@@ -15,13 +15,14 @@ import logging
 import random
 from collections import deque
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, shard
+from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, queue, shard
 from agenttask_operator.core import approval as approvals
 from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.agentmodel import resolve
@@ -58,6 +59,7 @@ from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolS
 log = logging.getLogger(__name__)
 
 
+QUEUE_RECHECK = 60.0  # seconds a queued task waits at most before it asks again
 FINALIZER_WAIT = 5.0  # seconds the first turn waits at most for kopf's finalizer (in the watch)
 OWN_WRITES = 16  # how many of our own writes' resourceVersions to recognise in the watch
 
@@ -102,12 +104,12 @@ async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) ->
     spec = AgentTaskSpec.model_validate(obj.get("spec") or {})
     status = AgentTaskStatus.model_validate(obj.get("status") or {})
     ref = spec.model.model_ref
-    agent_model = None
+    agent_model, model_limit = None, None
     if ref is not None and status.resolved_model is None:
         found = await ctx.kube.get_object(AGENTMODELS, meta["namespace"], ref.name)
         if found is not None:
             am = AgentModelSpec.model_validate(found.get("spec") or {})
-            agent_model = resolve(am, spec.model)
+            agent_model, model_limit = resolve(am, spec.model), am.max_concurrent_tasks
     servers: dict[str, ToolServer] = {}
     if status.resolved_tools is None and status.start_time is None:
         for t in spec.tools:
@@ -134,6 +136,7 @@ async def to_state(obj: dict[str, Any], store: TranscriptStore, ctx: Context) ->
         spec=spec,
         status=status,
         agent_model=agent_model,
+        model_limit=model_limit,
         tool_servers=servers,
         approvals=decisions,
         created=approval.parse_time(created) if created else None,
@@ -160,6 +163,22 @@ def minimal_state(obj: dict[str, Any]) -> TaskState:
         spec=AgentTaskSpec(input="-", model=ModelSpec(name="-")),
         status=status,
     )
+
+
+def _starts(action: object) -> bool:
+    """Whether ``action`` starts the task (its write sets ``startTime``)."""
+    if isinstance(action, Execute):
+        return "startTime" in action.intent
+    return isinstance(action, WriteStatus) and "startTime" in action.patch
+
+
+def _with(action: Execute | WriteStatus | Any, extra: dict[str, Any]) -> Any:
+    """``action`` with ``extra`` merged into the status it writes."""
+    if isinstance(action, Execute):
+        return replace(action, intent=action.intent | extra)
+    if isinstance(action, WriteStatus):
+        return replace(action, patch=action.patch | extra)
+    return action
 
 
 def _outcome_retrieved(task: asyncio.Future[None]) -> None:
@@ -203,6 +222,13 @@ class TaskLoop:
         except Conflict:
             self.obj = None
             raise
+        ended_now = (new.get("status") or {}).get("phase") in TERMINAL_PHASES and (
+            obj.get("status") or {}
+        ).get("phase") not in TERMINAL_PHASES
+        if ended_now and (new.get("status") or {}).get("slots"):
+            released = asyncio.ensure_future(self._release(new["status"]))
+            self.events.add(released)
+            released.add_done_callback(self.events.discard)
         self.obj = new = lean(new)
         self.own.append(new["metadata"]["resourceVersion"])
         if self.claim is not None:
@@ -310,6 +336,12 @@ class TaskLoop:
             await self._invalid(obj, e)
             return True
         action = decide(state, now())
+        if state.status.start_time is None and _starts(action):
+            held = await self._admission(obj, state, stopped, wake)
+            if held is None:
+                return False  # queued: woken when a place may be free
+            if held:
+                action = _with(action, {"slots": list(held)})
         if isinstance(action, Noop):
             log.debug("%s/%s: %s", self.namespace, self.name, action.why)
             return True
@@ -334,6 +366,72 @@ class TaskLoop:
         elif isinstance(action, Execute):
             await self._execute(obj, state, action, stopped)
         return False
+
+    async def _admission(
+        self,
+        obj: dict[str, Any],
+        state: TaskState,
+        stopped: kopf.DaemonStopped,
+        wake: asyncio.Event,
+    ) -> tuple[str, ...] | None:
+        """A place in every concurrency limit the task is under (``core.queue``): the Leases
+        it now holds a place in, or None when it must wait (recorded as ``Queued``; the loop
+        waits until a task of the namespace ends, or a minute at most).
+        """  # noqa: D205
+        ref = state.spec.model.model_ref
+        slots = queue.slots_for(
+            ref.name if ref else None, state.model_limit, self.ctx.settings.max_tasks_per_namespace
+        )
+        if not slots:
+            return ()
+        me = queue.seen(obj)
+        assert me is not None
+        tasks = list(self.ctx.tasks.values())
+        running = {t.uid: not t.ended for t in tasks}
+        taken: list[str] = []
+        for slot in slots:
+            before = queue.ahead(slot, me, tasks)
+            answer = await self.ctx.slots.acquire(self.namespace, slot, me, before, running, now())
+            if not answer.admitted:
+                for lease in taken:  # wait with no place held: others may take them
+                    await self.ctx.slots.release(self.namespace, lease, me.uid)
+                rank = (me.created, me.name, max(s.limit for s in slots))
+                await self._queue(obj, state, answer.why, rank, stopped, wake)
+                return None
+            taken.append(slot.lease)
+        log.info("%s/%s: admitted by %s", self.namespace, self.name, ", ".join(taken))
+        return tuple(taken)
+
+    async def _queue(
+        self,
+        obj: dict[str, Any],
+        state: TaskState,
+        why: str,
+        rank: tuple[str, str, int],
+        stopped: kopf.DaemonStopped,
+        wake: asyncio.Event,
+    ) -> None:
+        patch = queue.queued(state, why, now())
+        if patch is not None:
+            log.info("%s/%s: %s", self.namespace, self.name, why)
+            with contextlib.suppress(Conflict):
+                await self._record(obj, patch, Event("Normal", "Queued", why))
+        key = (self.namespace, self.name)
+        waiting = self.ctx.queued.setdefault(self.namespace, {})
+        waiting[key] = rank
+        try:
+            await sleep(stopped, wake, QUEUE_RECHECK)
+        finally:
+            waiting.pop(key, None)
+
+    async def _release(self, status: dict[str, Any]) -> None:
+        """Give back the places of a task that has ended."""
+        uid = self.uid or (self.obj or {}).get("metadata", {}).get("uid")
+        for lease in status.get("slots") or ():
+            try:
+                await self.ctx.slots.release(self.namespace, str(lease), str(uid))
+            except Exception as e:  # it frees itself: ended tasks hold no place
+                log.warning("%s/%s: could not release %s: %s", self.namespace, self.name, lease, e)
 
     async def _owned(
         self, obj: dict[str, Any], stopped: kopf.DaemonStopped, wake: asyncio.Event

@@ -28,6 +28,8 @@ class AgentModelSpec(Model):
     temperature: Temperature | None = None
     max_tokens: MaxTokens | None = None
     request_timeout_seconds: TimeoutSeconds | None = None
+    # At most this many tasks naming this AgentModel run at once; the others wait (Queued).
+    max_concurrent_tasks: int | None = Field(default=None, ge=1)
 
 
 class AgentModelStatus(Model):

@@ -190,6 +190,7 @@ class AgentTaskStatus(Model):
     approval: ApprovalRecord | None = None  # the last tool call that needed a person's decision
     transcript: TranscriptInfo = TranscriptInfo()
     owner: TaskOwner | None = None  # written with the step intents, never on its own
+    slots: tuple[str, ...] = ()  # the concurrency limits' Leases it holds a place in
 
     @property
     def terminal(self) -> bool:

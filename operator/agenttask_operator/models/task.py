@@ -46,6 +46,8 @@ class TaskState:
     # The AgentToolApprovals naming this task, as read now: only while a call waits for one.
     approvals: tuple[Decision, ...] = ()
     created: datetime | None = None  # metadata.creationTimestamp
+    # The AgentModel's maxConcurrentTasks, read with it (None: no limit, or not read).
+    model_limit: int | None = None
     # What the transcript's ConfigMaps hold, as loaded (None: not known, nothing to check).
     stored: StoredTranscript | None = None
 

@@ -1,0 +1,181 @@
+"""Concurrency limits and queueing: AgentModel maxConcurrentTasks and the per-namespace limit.
+
+Real operator processes (two replicas for the AgentModel limit) against the local control
+plane. Each task's model answer waits until the test lets it go, so the test decides when a
+task ends and watches which tasks run meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from localcluster import LocalCluster
+
+from fakeopenai import FakeServer, Reply, completion
+from kubehelpers import create_object, create_task, eventually, get_task, wait_phase
+from operatorproc import OperatorProcess, operator_env
+
+pytestmark = pytest.mark.cluster
+
+
+class Gated:
+    """A model whose answer to task N waits until ``open(N)``."""
+
+    def __init__(self) -> None:
+        self.opened: set[str] = set()
+        self.lock = threading.Lock()
+
+    def open(self, name: str) -> None:
+        with self.lock:
+            self.opened.add(name)
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        task = request["messages"][-1]["content"]  # the task's input: its name
+        reply = completion(f"{task} done")
+        reply.until = lambda: task in self.opened
+        reply.delay = 600
+        return reply
+
+
+@pytest.fixture
+def two_replicas(
+    cluster: LocalCluster,
+    crd: Path,
+    namespace: str,
+    fake: FakeServer,
+    workspace: Path,
+    tmp_path: Path,
+) -> Iterator[list[OperatorProcess]]:
+    env = operator_env(fake.base_url, workspace, tmp_path / "faults") | {
+        "AGENTTASK_LEASE_SECONDS": "6"
+    }
+    procs = []
+    for i in range(2):
+        proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / f"r{i}.log", env)
+        proc.env = env | {"AGENTTASK_REPLICA_ID": f"r{i}"}
+        procs.append(proc)
+    yield procs
+    for proc in procs:
+        proc.stop()
+
+
+async def states(
+    api: client.ApiClient, namespace: str, names: list[str]
+) -> dict[str, dict[str, Any]]:
+    return {n: (await get_task(api, namespace, n)).get("status") or {} for n in names}
+
+
+def running(sts: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted(
+        n
+        for n, s in sts.items()
+        if s.get("startTime") and s.get("phase") not in ("Succeeded", "Failed")
+    )
+
+
+async def holders(api: client.ApiClient, namespace: str, lease: str) -> dict[str, str]:
+    obj = await client.CoordinationV1Api(api).read_namespaced_lease(lease, namespace)
+    found: dict[str, str] = json.loads(
+        (obj.metadata.annotations or {}).get("agenttask.dev/holders") or "{}"
+    )
+    return found
+
+
+async def test_an_agent_models_limit_holds_across_replicas_and_queues_in_creation_order(
+    api: client.ApiClient, namespace: str, fake: FakeServer, two_replicas: list[OperatorProcess]
+) -> None:
+    model = Gated()
+    fake.llm = model
+    spec = {"model": "fake-model", "baseURL": fake.base_url, "maxConcurrentTasks": 2}
+    await create_object(api, namespace, "agentmodels", "AgentModel", "gpt", spec)
+    for proc in two_replicas:
+        proc.start(AGENTTASK_REPLICA_ID=proc.env["AGENTTASK_REPLICA_ID"])
+    for proc in two_replicas:
+        proc.wait_started()
+    names = [f"t{i}" for i in range(6)]
+    for name in names:
+        await create_task(
+            api, namespace, name, {"input": name, "model": {"modelRef": {"name": "gpt"}}}
+        )
+        await asyncio.sleep(0.3)
+
+    async def two_running_four_queued() -> dict[str, dict[str, Any]] | None:
+        sts = await states(api, namespace, names)
+        queued = [n for n, s in sts.items() if s.get("reason") == "Queued"]
+        return sts if len(running(sts)) == 2 and len(queued) == 4 else None
+
+    sts = await eventually(two_running_four_queued, within=60, what="2 running, 4 queued")
+    assert running(sts) == ["t0", "t1"]  # the oldest
+    msg = sts["t5"]["message"]
+    assert sts["t5"]["phase"] == "Pending" and "AgentModel gpt's maxConcurrentTasks=2" in msg
+    assert len(await holders(api, namespace, "agenttask-slots-model-gpt")) == 2
+    started_order: list[str] = []
+    peak = 0
+    for name in names:  # let the oldest running one finish, then the next must start
+        for n in running(await states(api, namespace, names)):
+            if n not in started_order:
+                started_order.append(n)
+        model.open(name)
+        await wait_phase(api, namespace, name, within=60)
+
+        async def settled(done: str = name) -> bool:
+            nonlocal peak
+            sts = await states(api, namespace, names)
+            now_running = running(sts)
+            peak = max(peak, len(now_running))
+            waiting = [n for n, s in sts.items() if not s.get("startTime")]
+            return len(now_running) == min(2, len(waiting) + len(now_running))
+
+        await eventually(settled, within=30, what=f"the next task to start after {name}")
+    sts = await states(api, namespace, names)
+    assert [s["phase"] for s in sts.values()] == ["Succeeded"] * 6
+    assert started_order == names  # started in creation order
+    assert peak <= 2
+    owners = {s["owner"]["replica"] for s in sts.values()}
+    assert owners == {"r0", "r1"}, owners  # both replicas ran tasks under the one limit
+    assert all(s.get("slots") == ["agenttask-slots-model-gpt"] for s in sts.values())
+
+    async def released() -> bool:
+        return await holders(api, namespace, "agenttask-slots-model-gpt") == {}
+
+    await eventually(released, within=30, what="every place to be given back")
+
+
+async def test_the_per_namespace_limit_runs_tasks_one_by_one(
+    api: client.ApiClient, namespace: str, fake: FakeServer, operator: OperatorProcess
+) -> None:
+    model = Gated()
+    fake.llm = model
+    operator.start(AGENTTASK_MAX_TASKS_PER_NAMESPACE="1")
+    names = ["a", "b", "c"]
+    for name in names:
+        await create_task(api, namespace, name, {"input": name, "model": {"name": "fake-model"}})
+        await asyncio.sleep(0.3)
+    for name in names:
+
+        async def only(n: str = name) -> bool:
+            sts = await states(api, namespace, names)
+            return running(sts) == [n]
+
+        await eventually(only, within=30, what=f"{name} alone to run")
+        later = names[names.index(name) + 1 :]
+
+        async def others_queued(rest: list[str] = later) -> bool:
+            sts = await states(api, namespace, names)
+            return all(sts[n].get("reason") == "Queued" for n in rest)
+
+        await eventually(others_queued, within=30, what="the others to be Queued")
+        assert running(await states(api, namespace, names)) == [name]
+        model.open(name)
+        obj = await wait_phase(api, namespace, name, within=30)
+        assert obj["status"]["phase"] == "Succeeded"
+    events = await client.CoreV1Api(api).list_namespaced_event(namespace)
+    queued = [e for e in events.items if e.reason == "Queued"]
+    assert {e.involved_object.name for e in queued} == {"b", "c"}
