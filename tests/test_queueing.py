@@ -80,11 +80,9 @@ def running(sts: dict[str, dict[str, Any]]) -> list[str]:
     )
 
 
-async def holders(api: client.ApiClient, namespace: str, lease: str) -> dict[str, str]:
-    obj = await client.CoordinationV1Api(api).read_namespaced_lease(lease, namespace)
-    found: dict[str, str] = json.loads(
-        (obj.metadata.annotations or {}).get("agenttask.dev/holders") or "{}"
-    )
+async def holders(api: client.ApiClient, namespace: str, slot: str) -> dict[str, str]:
+    obj = await client.CoordinationV1Api(api).read_namespaced_lease("agenttask-slots", namespace)
+    found: dict[str, str] = json.loads((obj.metadata.annotations or {}).get(slot) or "{}")
     return found
 
 
@@ -115,7 +113,7 @@ async def test_an_agent_models_limit_holds_across_replicas_and_queues_in_creatio
     assert running(sts) == ["t0", "t1"]  # the oldest
     msg = sts["t5"]["message"]
     assert sts["t5"]["phase"] == "Pending" and "AgentModel gpt's maxConcurrentTasks=2" in msg
-    assert len(await holders(api, namespace, "agenttask-slots-model-gpt")) == 2
+    assert len(await holders(api, namespace, "agenttask.dev/slots.model.gpt")) == 2
     started_order: list[str] = []
     peak = 0
     for name in names:  # let the oldest running one finish, then the next must start
@@ -140,10 +138,10 @@ async def test_an_agent_models_limit_holds_across_replicas_and_queues_in_creatio
     assert peak <= 2
     owners = {s["owner"]["replica"] for s in sts.values()}
     assert owners == {"r0", "r1"}, owners  # both replicas ran tasks under the one limit
-    assert all(s.get("slots") == ["agenttask-slots-model-gpt"] for s in sts.values())
+    assert all(s.get("slots") == ["agenttask.dev/slots.model.gpt"] for s in sts.values())
 
     async def released() -> bool:
-        return await holders(api, namespace, "agenttask-slots-model-gpt") == {}
+        return await holders(api, namespace, "agenttask.dev/slots.model.gpt") == {}
 
     await eventually(released, within=30, what="every place to be given back")
 

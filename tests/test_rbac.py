@@ -241,9 +241,10 @@ async def test_chart_rbac_grants_nothing_more(
     assert not can("update", "agenttasks.agenttask.dev", "-n", namespace)
     assert can("update", "leases.coordination.k8s.io", "-n", namespace)  # the release's own
     assert not can("update", "leases.coordination.k8s.io", "-n", "kube-system")
-    assert can("get", "leases.coordination.k8s.io", "-n", namespace)  # concurrency limits
+    # Concurrency limits: the Lease agenttask-slots of a watched namespace, no other.
+    assert can("update", "leases.coordination.k8s.io/agenttask-slots", "-n", namespace)
+    assert not can("update", "leases.coordination.k8s.io/agenttask-slots", "-n", "default")
     assert not can("list", "leases.coordination.k8s.io", "-n", "default")
-    assert not can("update", "leases.coordination.k8s.io", "-n", "default")
     assert not can("create", "configmaps", "-n", "default")  # other namespaces: nothing
     assert not can("get", "secrets", "-n", "default")
     assert not can("list", "agenttasks.agenttask.dev", "--all-namespaces")

@@ -9,8 +9,8 @@ from agenttask_operator.core.queue import Seen, Slot
 from agenttask_operator.models import AgentTaskSpec, AgentTaskStatus, ModelSpec, TaskState
 
 NOW = datetime(2026, 11, 26, 1, 0, 0, tzinfo=UTC)
-MODEL = Slot("agenttask-slots-model-gpt", 2, "AgentModel gpt's maxConcurrentTasks=2", "gpt")
-NS = Slot("agenttask-slots-namespace", 3, "the namespace limit")
+MODEL = Slot("agenttask.dev/slots.model.gpt", 2, "AgentModel gpt's maxConcurrentTasks=2", "gpt")
+NS = Slot("agenttask.dev/slots.namespace", 3, "the namespace limit")
 
 
 def seen(
@@ -23,10 +23,13 @@ def test_slots_for() -> None:
     assert queue.slots_for(None, None, None) == ()
     assert queue.slots_for("gpt", None, None) == ()  # an AgentModel without a limit
     (m,) = queue.slots_for("gpt", 2, None)
-    assert (m.lease, m.limit, m.model_ref) == ("agenttask-slots-model-gpt", 2, "gpt")
+    assert (m.key, m.limit, m.model_ref) == ("agenttask.dev/slots.model.gpt", 2, "gpt")
     m, n = queue.slots_for("gpt", 2, 5)
-    assert (n.lease, n.limit, n.model_ref) == ("agenttask-slots-namespace", 5, None)
-    assert [s.lease for s in queue.slots_for(None, 2, 5)] == ["agenttask-slots-namespace"]
+    assert (n.key, n.limit, n.model_ref) == ("agenttask.dev/slots.namespace", 5, None)
+    assert [s.key for s in queue.slots_for(None, 2, 5)] == ["agenttask.dev/slots.namespace"]
+    long = "m" * 60  # an annotation's name is at most 63 characters: a digest then
+    (k,) = queue.slots_for(long, 1, None)
+    assert k.key.startswith("agenttask.dev/slots.model.h-") and len(k.key.split("/")[1]) <= 63
 
 
 def test_seen_reads_a_watched_object() -> None:

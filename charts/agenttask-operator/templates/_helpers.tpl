@@ -110,12 +110,17 @@ runs the operator with exactly these rules.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# Concurrency limits (AgentModel maxConcurrentTasks, the per-namespace limit): each limit's
-# places are a Lease agenttask-slots-<...> in the tasks' namespace, changed only with a
-# resourceVersion precondition. Only read and written by name, never listed.
+# Concurrency limits (AgentModel maxConcurrentTasks, the per-namespace limit): their places are
+# annotations of one Lease per namespace, agenttask-slots, changed only with a resourceVersion
+# precondition. get/update of that Lease alone (no other component's Lease); create cannot be
+# limited to a name.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update"]
+  resourceNames: ["agenttask-slots"]
+  verbs: ["get", "update"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
 {{- if .Values.rbac.readSecrets }}
 # Model API keys that a task or an AgentModel names (apiKeySecretRef), and the header Secrets of
 # AgentToolServers (headersFrom).

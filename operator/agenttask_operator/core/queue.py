@@ -2,16 +2,18 @@
 
 A *slot* is one limit on running tasks: ``spec.maxConcurrentTasks`` of the AgentModel a task
 names, or the operator's cap per namespace. A task holds a place in each of its slots from its
-start until it ends. The places are kept in the API server — a Lease per slot in the task's
-namespace, whose ``agenttask.dev/holders`` annotation lists the holders' uids, changed only with
-a resourceVersion precondition (``effects.slots``) — so the count survives restarts and holds
-across replicas exactly. Tasks over a limit stay ``Pending`` with reason ``Queued``, naming the
-limit that holds them, and start in creation order: a task takes a free place only when no task
-waiting for the same slot was created before it.
+start until it ends. The places are kept in the API server — one Lease per namespace,
+``agenttask-slots``, with an annotation per slot listing its holders, changed only with a
+resourceVersion precondition (``effects.slots``) — so the count survives restarts and holds
+across replicas exactly. (One Lease of a fixed name: the operator's RBAC may then read and
+update that Lease only, never another component's.) Tasks over a limit stay ``Pending`` with
+reason ``Queued``, naming the limit that holds them, and start in creation order: a task
+takes a free place only when no task waiting for the same slot was created before it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,16 +22,24 @@ from typing import Any
 from agenttask_operator.core.status import condition
 from agenttask_operator.models import TaskState
 
-HOLDERS = "agenttask.dev/holders"
-NAMESPACE_SLOT = "agenttask-slots-namespace"
-MODEL_SLOT_PREFIX = "agenttask-slots-model-"
+LEASE = "agenttask-slots"  # in each namespace whose tasks are under a limit
+NAMESPACE_SLOT = "agenttask.dev/slots.namespace"
+MODEL_SLOT_PREFIX = "agenttask.dev/slots.model."
+_NAME_ROOM = 63 - len("slots.model.")  # an annotation name is at most 63 characters
+
+
+def model_slot(name: str) -> str:
+    """The annotation of an AgentModel's slot (its name, or a digest when that is too long)."""
+    if len(name) <= _NAME_ROOM:
+        return MODEL_SLOT_PREFIX + name
+    return MODEL_SLOT_PREFIX + "h-" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
 class Slot:
-    """A limit on running tasks: the Lease that counts it, its size, and whom it covers."""
+    """A limit on running tasks: the annotation that counts it, its size, and whom it covers."""
 
-    lease: str
+    key: str
     limit: int
     what: str  # for messages: "AgentModel gpt's maxConcurrentTasks=2"
     model_ref: str | None = None  # None: every task of the namespace
@@ -55,7 +65,7 @@ def slots_for(
     out = []
     if model_ref is not None and model_limit is not None:
         what = f"AgentModel {model_ref}'s maxConcurrentTasks={model_limit}"
-        out.append(Slot(MODEL_SLOT_PREFIX + model_ref, model_limit, what, model_ref))
+        out.append(Slot(model_slot(model_ref), model_limit, what, model_ref))
     if namespace_limit is not None:
         what = f"the operator's limit of {namespace_limit} running tasks per namespace"
         out.append(Slot(NAMESPACE_SLOT, namespace_limit, what))

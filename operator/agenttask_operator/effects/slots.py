@@ -1,10 +1,10 @@
-"""The places of concurrency limits, kept in Leases in the tasks' namespaces (``core.queue``).
+"""The places of concurrency limits, kept in a Lease per namespace (``core.queue``).
 
-A slot's Lease, ``agenttask-slots-…``, lists its holders in the annotation
-``agenttask.dev/holders`` (JSON: uid → "name time"). It is only ever changed with a
-resourceVersion precondition (a PUT of what was read), so two replicas admitting tasks at the
-same moment cannot both take the last place: the second meets a 409, reads again, and finds
-the slot full.
+The Lease ``agenttask-slots`` lists each slot's holders in an annotation of its own
+(``agenttask.dev/slots.namespace``, ``agenttask.dev/slots.model.<name>``; JSON: uid →
+"name time"). It is only ever changed with a resourceVersion precondition (a PUT of what was
+read), so two replicas admitting tasks at the same moment cannot both take the last place: the
+second meets a 409, reads again, and finds the slot full.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ TRIES = 8
 LABEL = "agenttask.dev/slots"
 
 
-def _holders(lease: Mapping[str, Any] | None) -> dict[str, str]:
-    raw = ((lease or {}).get("metadata") or {}).get("annotations", {}).get(queue.HOLDERS)
+def _holders(lease: Mapping[str, Any] | None, key: str) -> dict[str, str]:
+    raw = (((lease or {}).get("metadata") or {}).get("annotations") or {}).get(key)
     try:
         found = json.loads(raw) if raw else {}
     except ValueError:
@@ -34,12 +34,12 @@ def _holders(lease: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _body(
-    namespace: str, name: str, lease: dict[str, Any] | None, holders: dict[str, str]
+    namespace: str, lease: dict[str, Any] | None, key: str, holders: dict[str, str]
 ) -> dict[str, Any]:
-    meta = dict((lease or {}).get("metadata") or {"name": name, "namespace": namespace})
+    meta = dict((lease or {}).get("metadata") or {"name": queue.LEASE, "namespace": namespace})
     meta["labels"] = dict(meta.get("labels") or {}) | {LABEL: "true"}
     meta["annotations"] = dict(meta.get("annotations") or {}) | {
-        queue.HOLDERS: json.dumps(holders, sort_keys=True, separators=(",", ":"))
+        key: json.dumps(holders, sort_keys=True, separators=(",", ":"))
     }
     meta.pop("managedFields", None)
     return {
@@ -68,31 +68,35 @@ class Slots:
     ) -> queue.Admission:
         """A place in ``slot`` for ``me``, or why not (``core.queue.admit``)."""
         for _ in range(TRIES):
-            lease = await self.kube.get_lease(namespace, slot.lease)
-            answer = queue.admit(slot, _holders(lease), me, before, running, now)
+            lease = await self.kube.get_lease(namespace, queue.LEASE)
+            answer = queue.admit(slot, _holders(lease, slot.key), me, before, running, now)
             if answer.holders is None:
                 return answer
             try:
                 await self.kube.write_lease(
-                    namespace, _body(namespace, slot.lease, lease, answer.holders)
+                    namespace, _body(namespace, lease, slot.key, answer.holders)
                 )
             except Conflict:
                 continue  # someone else changed it meanwhile: read again
             return answer
         return queue.Admission(False, None, queue.waiting_for(slot))
 
-    async def release(self, namespace: str, lease_name: str, uid: str) -> None:
-        """Give back ``uid``'s place in the slot counted by ``lease_name`` (if it held one)."""
+    async def release(self, namespace: str, keys: list[str], uid: str) -> None:
+        """Give back ``uid``'s places in the slots ``keys`` (those it holds), in one write."""
         for _ in range(TRIES):
-            lease = await self.kube.get_lease(namespace, lease_name)
+            lease = await self.kube.get_lease(namespace, queue.LEASE)
             if lease is None:
                 return
-            holders = queue.release(_holders(lease), uid)
-            if holders is None:
+            body, changed = lease, False
+            for key in keys:
+                holders = queue.release(_holders(body, key), uid)
+                if holders is not None:
+                    body, changed = _body(namespace, body, key, holders), True
+            if not changed:
                 return
             try:
-                await self.kube.write_lease(namespace, _body(namespace, lease_name, lease, holders))
+                await self.kube.write_lease(namespace, body)
             except Conflict:
                 continue
             return
-        log.warning("%s/%s: could not release %s (it frees itself)", namespace, lease_name, uid)
+        log.warning("%s/%s: could not release %s (it frees itself)", namespace, queue.LEASE, uid)

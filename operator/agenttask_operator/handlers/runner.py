@@ -393,12 +393,12 @@ class TaskLoop:
             before = queue.ahead(slot, me, tasks)
             answer = await self.ctx.slots.acquire(self.namespace, slot, me, before, running, now())
             if not answer.admitted:
-                for lease in taken:  # wait with no place held: others may take them
-                    await self.ctx.slots.release(self.namespace, lease, me.uid)
+                if taken:  # wait with no place held: others may take them
+                    await self.ctx.slots.release(self.namespace, taken, me.uid)
                 rank = (me.created, me.name, max(s.limit for s in slots))
                 await self._queue(obj, state, answer.why, rank, stopped, wake)
                 return None
-            taken.append(slot.lease)
+            taken.append(slot.key)
         log.info("%s/%s: admitted by %s", self.namespace, self.name, ", ".join(taken))
         return tuple(taken)
 
@@ -427,11 +427,11 @@ class TaskLoop:
     async def _release(self, status: dict[str, Any]) -> None:
         """Give back the places of a task that has ended."""
         uid = self.uid or (self.obj or {}).get("metadata", {}).get("uid")
-        for lease in status.get("slots") or ():
-            try:
-                await self.ctx.slots.release(self.namespace, str(lease), str(uid))
-            except Exception as e:  # it frees itself: ended tasks hold no place
-                log.warning("%s/%s: could not release %s: %s", self.namespace, self.name, lease, e)
+        keys = [str(k) for k in status.get("slots") or ()]
+        try:
+            await self.ctx.slots.release(self.namespace, keys, str(uid))
+        except Exception as e:  # it frees itself: ended tasks hold no place
+            log.warning("%s/%s: could not release its places: %s", self.namespace, self.name, e)
 
     async def _owned(
         self, obj: dict[str, Any], stopped: kopf.DaemonStopped, wake: asyncio.Event
