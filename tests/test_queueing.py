@@ -18,7 +18,7 @@ import pytest
 from kubernetes_asyncio import client
 from localcluster import LocalCluster
 
-from fakeopenai import FakeServer, Reply, completion
+from fakeopenai import FakeServer, Reply, completion, error
 from kubehelpers import create_object, create_task, eventually, get_task, wait_phase
 from operatorproc import OperatorProcess, operator_env
 
@@ -177,3 +177,59 @@ async def test_the_per_namespace_limit_runs_tasks_one_by_one(
     events = await client.CoreV1Api(api).list_namespaced_event(namespace)
     queued = [e for e in events.items if e.reason == "Queued"]
     assert {e.involved_object.name for e in queued} == {"b", "c"}
+
+
+async def test_an_agent_models_request_rate_paces_its_tasks(
+    api: client.ApiClient, namespace: str, fake: FakeServer, operator: OperatorProcess
+) -> None:
+    """maxRequestsPerMinute=60: five tasks created at once send their requests a second apart."""
+    fake.llm = lambda request: completion("done")
+    spec = {"model": "fake-model", "baseURL": fake.base_url, "maxRequestsPerMinute": 60}
+    await create_object(api, namespace, "agentmodels", "AgentModel", "slow", spec)
+    operator.start()
+    operator.wait_started()
+    names = [f"p{i}" for i in range(5)]
+    for name in names:
+        await create_task(
+            api, namespace, name, {"input": name, "model": {"modelRef": {"name": "slow"}}}
+        )
+    for name in names:
+        assert (await wait_phase(api, namespace, name, within=60))["status"]["phase"] == "Succeeded"
+    times = sorted(fake.request_times)
+    assert len(times) == 5
+    # One a second: booked at 0, 1, 2, 3, 4 s; each then writes its intent before it sends,
+    # so the first may go late by the length of a write. Unpaced, all five go within a second.
+    assert times[-1] - times[0] >= 3.0, [t - times[0] for t in times]
+
+
+async def test_a_429_pauses_the_other_tasks_of_the_model(
+    api: client.ApiClient, namespace: str, fake: FakeServer, operator: OperatorProcess
+) -> None:
+    """One task meets a 429 with Retry-After: 8; the tasks of the same model created right
+    after it send nothing until those 8 seconds have passed.
+    """
+    answered: list[int] = []
+
+    def model(request: dict[str, Any]) -> Reply:
+        answered.append(1)
+        if len(answered) == 1:
+            return error(429, "slow down", {"retry-after": "8"})
+        return completion("done")
+
+    fake.llm = model
+    operator.start()
+    operator.wait_started()
+    spec = {"input": "x", "model": {"name": "fake-model"}}
+    await create_task(api, namespace, "first", spec)
+
+    async def limited() -> bool:
+        return len(fake.requests) >= 1
+
+    await eventually(limited, within=30, what="the first request")
+    for name in ("second", "third"):
+        await create_task(api, namespace, name, spec)
+    for name in ("first", "second", "third"):
+        assert (await wait_phase(api, namespace, name, within=60))["status"]["phase"] == "Succeeded"
+    t429, *others = fake.request_times
+    assert len(others) == 3
+    assert min(others) - t429 >= 7.0, [t - t429 for t in others]

@@ -42,3 +42,4 @@ class Failure:
     transient: bool
     reason: str = "StepFailed"
     retry_after: float | None = None
+    status: int | None = None  # the HTTP status of a failed request, if it got one

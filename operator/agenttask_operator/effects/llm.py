@@ -100,6 +100,7 @@ def classify(exc: Exception) -> Failure:
                 transient=True,
                 reason="ModelUnavailable",
                 retry_after=retry_after_seconds(exc.response.headers),
+                status=code,
             )
         return Failure(text, transient=False, reason=llm_reason(code))
     return Failure(f"{type(exc).__name__}: {exc}", transient=True, reason="ModelError")

@@ -93,6 +93,23 @@ async def check(
     patch.status.update(changes)
 
 
+async def remember(
+    *, event: kopf.RawEvent, namespace: str | None, name: str | None, memo: Any, **_: Any
+) -> None:
+    """Keep every AgentModel's ``maxRequestsPerMinute`` at hand: LLM requests are paced by it
+    without reading the AgentModel per request.
+    """  # noqa: D205
+    ctx: Context | None = memo.get("ctx")
+    if ctx is None or namespace is None or name is None:
+        return
+    spec = (event.get("object") or {}).get("spec") or {}
+    rpm = spec.get("maxRequestsPerMinute")
+    if event.get("type") == "DELETED" or not isinstance(rpm, int) or rpm < 1:
+        ctx.model_rpm.pop((namespace, name), None)
+    else:
+        ctx.model_rpm[(namespace, name)] = rpm
+
+
 def assigned_here(*, uid: str | None, memo: Any, **_: Any) -> bool:
     """Whether this replica checks this AgentModel (another one does, when there are several)."""
     ctx: Context | None = memo.get("ctx")
@@ -102,6 +119,7 @@ def assigned_here(*, uid: str | None, memo: Any, **_: Any) -> bool:
 def register(interval: float | None = None) -> None:
     """Register the AgentModel handlers with kopf's default registry."""
     seconds = interval if interval is not None else recheck_seconds()
+    kopf.on.event(GROUP, VERSION, PLURAL, id="agentmodel-limits")(remember)
     for on, id_ in (
         (kopf.on.create, "agentmodel-create"),
         (kopf.on.resume, "agentmodel-resume"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +14,18 @@ from typing import Any
 import aiohttp
 import kopf
 
-from agenttask_operator.core import queue, shard
+from agenttask_operator.core import pace, queue, shard
 from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.lease import DEFAULT_DURATION, Membership
 from agenttask_operator.effects.registry import BuiltinTool
 from agenttask_operator.effects.slots import Slots
 from agenttask_operator.effects.transcript import Loader
-from agenttask_operator.models import SDK_DEFAULT_BASE_URL, TERMINAL_PHASES, OperatorPolicy
+from agenttask_operator.models import (
+    SDK_DEFAULT_BASE_URL,
+    TERMINAL_PHASES,
+    OperatorPolicy,
+    TaskState,
+)
 
 
 def _list(value: str | None) -> tuple[str, ...]:
@@ -42,6 +48,7 @@ class Settings:
     replica_group: str = "agenttask-operator"  # the replicas that share the tasks
     lease_seconds: float = DEFAULT_DURATION
     max_tasks_per_namespace: int | None = None  # running tasks per namespace; None: no limit
+    max_requests_per_minute: int | None = None  # per endpoint and model, for inline models
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -50,15 +57,15 @@ class Settings:
         the replica: ``AGENTTASK_REPLICA_ID`` (else ``POD_NAME``, else the host name),
         ``POD_NAMESPACE`` (else the service account's namespace, else ``default``),
         ``AGENTTASK_REPLICA_GROUP``, ``AGENTTASK_LEASE_SECONDS``; the limit of running tasks
-        per namespace: ``AGENTTASK_MAX_TASKS_PER_NAMESPACE``.
+        per namespace: ``AGENTTASK_MAX_TASKS_PER_NAMESPACE``; LLM requests per minute per
+        endpoint and model, for tasks with inline models: ``AGENTTASK_MAX_REQUESTS_PER_MINUTE``.
         """  # noqa: D205
         ws = environ.get("AGENTTASK_WORKSPACE")
         lease = float(environ.get("AGENTTASK_LEASE_SECONDS") or DEFAULT_DURATION)
         if lease < 3:
             raise ValueError(f"AGENTTASK_LEASE_SECONDS must be at least 3, not {lease:g}")
-        per_ns = environ.get("AGENTTASK_MAX_TASKS_PER_NAMESPACE") or None
-        if per_ns is not None and (not per_ns.isdigit() or int(per_ns) < 1):
-            raise ValueError(f"AGENTTASK_MAX_TASKS_PER_NAMESPACE={per_ns!r}: a number, at least 1")
+        per_ns = _count(environ, "AGENTTASK_MAX_TASKS_PER_NAMESPACE")
+        rpm = _count(environ, "AGENTTASK_MAX_REQUESTS_PER_MINUTE")
         return cls(
             workspace=Path(ws).resolve() if ws else None,
             default_base_url=environ.get("OPENAI_BASE_URL") or None,
@@ -72,7 +79,8 @@ class Settings:
             lease_namespace=environ.get("POD_NAMESPACE") or _own_namespace(),
             replica_group=environ.get("AGENTTASK_REPLICA_GROUP") or "agenttask-operator",
             lease_seconds=lease,
-            max_tasks_per_namespace=int(per_ns) if per_ns else None,
+            max_tasks_per_namespace=per_ns,
+            max_requests_per_minute=rpm,
         )
 
     @property
@@ -84,6 +92,16 @@ class Settings:
             allowed_hosts=self.allowed_hosts,
             builtin_namespaces=self.builtin_namespaces,
         )
+
+
+def _count(environ: Mapping[str, str], name: str) -> int | None:
+    """A positive whole number from the environment (unset or empty: None)."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r}: must be a whole number, at least 1")
+    return int(raw)
 
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -135,11 +153,38 @@ class Context:
     # namespace → (namespace, name) → (creationTimestamp, name, the largest limit it waits on)
     queued: dict[str, dict[tuple[str, str], tuple[str, str, int]]] = field(default_factory=dict)
     slots: Slots = field(init=False)
+    # Request pacing per model (``core.pace``) and the AgentModels' maxRequestsPerMinute, as
+    # the watch shows them (namespace, name) → limit.
+    paces: dict[tuple[str, str, str], pace.Pace] = field(default_factory=dict)
+    model_rpm: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Share one transcript loader."""
         self.loader = Loader(self.kube)
         self.slots = Slots(self.kube)
+
+    def pace_key(self, state: TaskState) -> tuple[tuple[str, str, str], int | None]:
+        """The model a task's requests are paced under, and its requests per minute."""
+        ref = state.spec.model.model_ref
+        if ref is not None:
+            return ("AgentModel", state.namespace, ref.name), self.model_rpm.get(
+                (state.namespace, ref.name)
+            )
+        base = state.spec.model.base_url or self.settings.policy.default_base_url
+        return ("endpoint", base, state.spec.model.name), self.settings.max_requests_per_minute
+
+    def reserve(self, key: tuple[str, str, str], per_minute: int | None) -> float:
+        """Book a request of model ``key``: the monotonic time at which it may go."""
+        replicas = len(self.membership.members()) if self.membership is not None else 1
+        now = time.monotonic()
+        self.paces[key], at = pace.reserve(
+            self.paces.get(key, pace.Pace()), now, pace.share(per_minute, replicas)
+        )
+        return at
+
+    def cool(self, key: tuple[str, str, str], retry_after: float | None) -> None:
+        """A request of model ``key`` met a 429: its next requests wait (``core.pace``)."""
+        self.paces[key] = pace.cool(self.paces.get(key, pace.Pace()), time.monotonic(), retry_after)
 
     def observe(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         """Keep the index of tasks up to date with a watch event; when a task ends or goes,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import replace
@@ -200,6 +201,7 @@ class TaskLoop:
         self.events: set[asyncio.Future[None]] = set()  # Events being recorded
         self.claim: dict[str, Any] | None = None  # status.owner to take the task with
         self.idle: str | None = None  # why this replica leaves the task alone, if it does
+        self.paced_until: float | None = None  # the booked time of its next LLM request
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and how much of the transcript is committed, when that grew),
@@ -342,6 +344,11 @@ class TaskLoop:
                 return False  # queued: woken when a place may be free
             if held:
                 action = _with(action, {"slots": list(held)})
+        if isinstance(action, Execute) and action.step.kind == "LLM":
+            wait = self._pace(state)
+            if wait > 0:  # the model's request rate: this request's turn comes later
+                await sleep(stopped, wake, wait)
+                return False
         if isinstance(action, Noop):
             log.debug("%s/%s: %s", self.namespace, self.name, action.why)
             return True
@@ -366,6 +373,22 @@ class TaskLoop:
         elif isinstance(action, Execute):
             await self._execute(obj, state, action, stopped)
         return False
+
+    def _pace(self, state: TaskState) -> float:
+        """Seconds until this task's next LLM request may go (``core.pace``); booked once."""
+        now_ = time.monotonic()
+        if self.paced_until is None:
+            key, per_minute = self.ctx.pace_key(state)
+            at = self.ctx.reserve(key, per_minute)
+            if at <= now_:
+                return 0.0
+            self.paced_until = at
+            log.debug("%s/%s: paced, %.1fs", self.namespace, self.name, at - now_)
+        left = self.paced_until - now_
+        if left <= 0:
+            self.paced_until = None
+            return 0.0
+        return left
 
     async def _admission(
         self,
@@ -537,6 +560,8 @@ class TaskLoop:
     ) -> None:
         """Record the failures of a batch in one status write (see ``on_batch_failure``)."""
         for step, failure in zip((action.step, *action.extras), failures, strict=True):
+            if failure is not None and step.kind == "LLM" and failure.status == 429:
+                self.ctx.cool(self.ctx.pace_key(state)[0], failure.retry_after)
             if failure is not None:
                 attempt = action.attempt if step is action.step else 1
                 log.warning(

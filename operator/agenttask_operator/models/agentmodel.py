@@ -30,6 +30,8 @@ class AgentModelSpec(Model):
     request_timeout_seconds: TimeoutSeconds | None = None
     # At most this many tasks naming this AgentModel run at once; the others wait (Queued).
     max_concurrent_tasks: int | None = Field(default=None, ge=1)
+    # At most this many LLM requests per minute for its tasks, all replicas together.
+    max_requests_per_minute: int | None = Field(default=None, ge=1)
 
 
 class AgentModelStatus(Model):
