@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import replace
@@ -23,7 +22,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, queue, shard
+from agenttask_operator.core import Execute, Failure, Noop, Wait, WriteStatus, decide, shard
 from agenttask_operator.core import approval as approvals
 from agenttask_operator.core.actions import Delete, Event
 from agenttask_operator.core.agentmodel import resolve
@@ -39,6 +38,7 @@ from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
 from agenttask_operator.handlers import approval
 from agenttask_operator.handlers.context import Context, sleep, until_stopped
+from agenttask_operator.handlers.limits import TaskLimits
 from agenttask_operator.handlers.mcptools import McpTools
 from agenttask_operator.models import (
     TERMINAL_PHASES,
@@ -60,7 +60,6 @@ from agenttask_operator.models.toolserver import AgentToolServerSpec, AgentToolS
 log = logging.getLogger(__name__)
 
 
-QUEUE_RECHECK = 60.0  # seconds a queued task waits at most before it asks again
 FINALIZER_WAIT = 5.0  # seconds the first turn waits at most for kopf's finalizer (in the watch)
 OWN_WRITES = 16  # how many of our own writes' resourceVersions to recognise in the watch
 
@@ -201,7 +200,7 @@ class TaskLoop:
         self.events: set[asyncio.Future[None]] = set()  # Events being recorded
         self.claim: dict[str, Any] | None = None  # status.owner to take the task with
         self.idle: str | None = None  # why this replica leaves the task alone, if it does
-        self.paced_until: float | None = None  # the booked time of its next LLM request
+        self.limits = TaskLimits(ctx, namespace, name)  # concurrency limits, request pace
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and how much of the transcript is committed, when that grew),
@@ -228,7 +227,8 @@ class TaskLoop:
             obj.get("status") or {}
         ).get("phase") not in TERMINAL_PHASES
         if ended_now and (new.get("status") or {}).get("slots"):
-            released = asyncio.ensure_future(self._release(new["status"]))
+            uid = str(new["metadata"]["uid"])
+            released = asyncio.ensure_future(self.limits.release(uid, new["status"]))
             self.events.add(released)
             released.add_done_callback(self.events.discard)
         self.obj = new = lean(new)
@@ -339,13 +339,13 @@ class TaskLoop:
             return True
         action = decide(state, now())
         if state.status.start_time is None and _starts(action):
-            held = await self._admission(obj, state, stopped, wake)
+            held = await self.limits.admission(obj, state, self._record, stopped, wake)
             if held is None:
                 return False  # queued: woken when a place may be free
             if held:
                 action = _with(action, {"slots": list(held)})
         if isinstance(action, Execute) and action.step.kind == "LLM":
-            wait = self._pace(state)
+            wait = self.limits.pace(state)
             if wait > 0:  # the model's request rate: this request's turn comes later
                 await sleep(stopped, wake, wait)
                 return False
@@ -373,88 +373,6 @@ class TaskLoop:
         elif isinstance(action, Execute):
             await self._execute(obj, state, action, stopped)
         return False
-
-    def _pace(self, state: TaskState) -> float:
-        """Seconds until this task's next LLM request may go (``core.pace``); booked once."""
-        now_ = time.monotonic()
-        if self.paced_until is None:
-            key, per_minute = self.ctx.pace_key(state)
-            at = self.ctx.reserve(key, per_minute)
-            if at <= now_:
-                return 0.0
-            self.paced_until = at
-            log.debug("%s/%s: paced, %.1fs", self.namespace, self.name, at - now_)
-        left = self.paced_until - now_
-        if left <= 0:
-            self.paced_until = None
-            return 0.0
-        return left
-
-    async def _admission(
-        self,
-        obj: dict[str, Any],
-        state: TaskState,
-        stopped: kopf.DaemonStopped,
-        wake: asyncio.Event,
-    ) -> tuple[str, ...] | None:
-        """A place in every concurrency limit the task is under (``core.queue``): the Leases
-        it now holds a place in, or None when it must wait (recorded as ``Queued``; the loop
-        waits until a task of the namespace ends, or a minute at most).
-        """  # noqa: D205
-        ref = state.spec.model.model_ref
-        slots = queue.slots_for(
-            ref.name if ref else None, state.model_limit, self.ctx.settings.max_tasks_per_namespace
-        )
-        if not slots:
-            return ()
-        me = queue.seen(obj)
-        assert me is not None
-        tasks = list(self.ctx.tasks.values())
-        running = {t.uid: not t.ended for t in tasks}
-        taken: list[str] = []
-        for slot in slots:
-            before = queue.ahead(slot, me, tasks)
-            answer = await self.ctx.slots.acquire(self.namespace, slot, me, before, running, now())
-            if not answer.admitted:
-                if taken:  # wait with no place held: others may take them
-                    await self.ctx.slots.release(self.namespace, taken, me.uid)
-                rank = (me.created, me.name, max(s.limit for s in slots))
-                await self._queue(obj, state, answer.why, rank, stopped, wake)
-                return None
-            taken.append(slot.key)
-        log.info("%s/%s: admitted by %s", self.namespace, self.name, ", ".join(taken))
-        return tuple(taken)
-
-    async def _queue(
-        self,
-        obj: dict[str, Any],
-        state: TaskState,
-        why: str,
-        rank: tuple[str, str, int],
-        stopped: kopf.DaemonStopped,
-        wake: asyncio.Event,
-    ) -> None:
-        patch = queue.queued(state, why, now())
-        if patch is not None:
-            log.info("%s/%s: %s", self.namespace, self.name, why)
-            with contextlib.suppress(Conflict):
-                await self._record(obj, patch, Event("Normal", "Queued", why))
-        key = (self.namespace, self.name)
-        waiting = self.ctx.queued.setdefault(self.namespace, {})
-        waiting[key] = rank
-        try:
-            await sleep(stopped, wake, QUEUE_RECHECK)
-        finally:
-            waiting.pop(key, None)
-
-    async def _release(self, status: dict[str, Any]) -> None:
-        """Give back the places of a task that has ended."""
-        uid = self.uid or (self.obj or {}).get("metadata", {}).get("uid")
-        keys = [str(k) for k in status.get("slots") or ()]
-        try:
-            await self.ctx.slots.release(self.namespace, keys, str(uid))
-        except Exception as e:  # it frees itself: ended tasks hold no place
-            log.warning("%s/%s: could not release its places: %s", self.namespace, self.name, e)
 
     async def _owned(
         self, obj: dict[str, Any], stopped: kopf.DaemonStopped, wake: asyncio.Event
