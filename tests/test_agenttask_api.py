@@ -99,6 +99,6 @@ async def test_printer_columns(api: client.ApiClient, crd: Path) -> None:
     cols = crd_obj.spec.versions[0].additional_printer_columns
     assert [(c.name, c.priority or 0) for c in cols] == [
         ("Phase", 0), ("Iterations", 0), ("Tokens", 0), ("Attempts", 0), ("Age", 0),
-        ("Reason", 1), ("Model", 1),
+        ("Reason", 1), ("Model", 1), ("Owner", 1),
     ]  # fmt: skip
     assert crd_obj.spec.names.short_names == ["at"]

@@ -132,11 +132,11 @@ async def test_two_replicas_share_tasks_and_survive_kills(
     per_key = Counter(d.idempotency_key for d in fake.deliveries)
     redelivered = sum(n - 1 for n in per_key.values())
     assert redelivered <= sum(kills.values()) * 20 * 2
-    # Both replicas ran tasks, and tasks changed hands (epochs above 1).
+    # Both replicas ran tasks. (Whether a task changed hands depends on what was in flight at
+    # the clean exit; test_a_clean_exit_hands_its_tasks_over_at_once proves the handover.)
     logs = {name: proc.output() for name, proc in replicas.items()}
     for name, text in logs.items():
         assert "taken by {'replica': '" + name in text, f"{name} never took a task"
-    assert max(o["status"]["owner"]["epoch"] for o in objs) > 1
     print(
         f"\nchaos (small): 20 tasks, kills {dict(kills)}, final owners {dict(owners)}, "
         f"deliveries {len(fake.deliveries)} for {len(per_key)} calls ({redelivered} again), "

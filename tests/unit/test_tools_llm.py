@@ -92,7 +92,7 @@ def test_classify_connection_error() -> None:
 @pytest.mark.parametrize("code", [408, 409, 429, 500, 502, 503, 504])
 def test_classify_transient_status(code: int) -> None:
     f = classify(status_error(code))
-    assert f == Failure(f"HTTP {code}: status {code}", True, "ModelUnavailable", None)
+    assert f == Failure(f"HTTP {code}: status {code}", True, "ModelUnavailable", None, code)
 
 
 @pytest.mark.parametrize(
