@@ -204,6 +204,22 @@ def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
     ]
 
 
+def test_a_stepped_day_field_is_restricted_as_in_robfig() -> None:
+    # robfig: "*/2" (a step over 1) is a restriction, so with a weekday either one matches;
+    # Debian cron (cronsim on its own) would require both, since the field starts with "*".
+    assert parse("0 0 */2 * MON", UTC).expression == "0 0 1-31/2 * MON"
+    assert utc_ticks("0 0 */2 * MON", "2026-06-01T12:00:00+00:00", 4) == [
+        "2026-06-03",
+        "2026-06-05",
+        "2026-06-07",
+        "2026-06-08",  # an even day, but a Monday
+    ]
+    # "*" among the terms, or "*/1": unrestricted, so both must match, as in robfig.
+    assert parse("0 0 5,* * MON", UTC).expression == "0 0 * * MON"
+    assert parse("0 0 */1 * MON", UTC).expression == "0 0 * * MON"
+    assert parse("0 0 1 * */2", UTC).expression == "0 0 1 * 0-6/2"
+
+
 def test_question_mark_and_names() -> None:
     assert parse("0 9 ? * MON-FRI", UTC).expression == "0 9 * * MON-FRI"
     assert utc_ticks("0 9 ? JAN ?", "2026-12-31T12:00:00+00:00", 2) == ["2027-01-01", "2027-01-02"]

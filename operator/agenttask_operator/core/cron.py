@@ -14,8 +14,9 @@ late and repeated times once.)
 
 Syntax: five fields (minute hour day-of-month month day-of-week) as cronsim reads them —
 numbers, names (``JAN``, ``MON``), ``*``, ranges, steps, lists, and its extensions ``L``,
-``LW``, ``5L`` and ``MON#2`` — ``?`` for ``*`` in the day fields (as in CronJob), or a macro
-(``@hourly``, ``@daily``/``@midnight``, ``@weekly``, ``@monthly``, ``@yearly``/``@annually``).
+``LW``, ``5L`` and ``MON#2`` — with ``?`` for ``*`` in the day fields, and the two day fields
+combined as in CronJob (see :func:`_day_field`); or a macro (``@hourly``,
+``@daily``/``@midnight``, ``@weekly``, ``@monthly``, ``@yearly``/``@annually``).
 ``TZ=``/``CRON_TZ=`` prefixes are refused (``spec.timeZone`` says the zone). A sixth, leading
 seconds field is accepted only with ``seconds=True``, which the operator allows only for tests.
 """
@@ -169,10 +170,8 @@ def parse(text: str, tz: tzinfo, *, seconds: bool = False) -> Cron:
         raise CronError(
             f"{len(fields)} fields; expected 5 (minute hour day-of-month month day-of-week)"
         )
-    days = (-3, -1)  # day-of-month and day-of-week, counted from the end
-    for i in days:
-        if fields[i] == "?":
-            fields[i] = "*"
+    fields[-3] = _day_field(fields[-3], 1, 31)
+    fields[-1] = _day_field(fields[-1], 0, 6)
     expression = " ".join(fields)
     try:
         it = CronSim(expression, PROBE)
@@ -185,6 +184,20 @@ def parse(text: str, tz: tzinfo, *, seconds: bool = False) -> Cron:
     except StopIteration:
         raise CronError(f"{text.strip()!r} matches no time within 50 years") from None
     return Cron(expression, tz, with_seconds)
+
+
+def _day_field(field: str, lo: int, hi: int) -> str:
+    """A day field written so that cronsim combines the two day fields as robfig/cron does.
+
+    Both restricted → either matches; either unrestricted → both must. robfig calls a field
+    unrestricted when one of its terms is ``*`` or ``?`` (``*/1`` too), cronsim when it starts
+    with ``*``. So such a field becomes ``*`` (it matches every day anyway), and ``*/N`` (N > 1,
+    restricted for robfig) becomes ``lo-hi/N``: the same days, not starting with ``*``.
+    """
+    terms = field.split(",")
+    if any(t in ("*", "?", "*/1") for t in terms):
+        return "*"
+    return ",".join(f"{lo}-{hi}/{t[2:]}" if t.startswith("*/") else t for t in terms)
 
 
 def tick_suffix(tick: datetime, seconds: bool = False) -> str:
