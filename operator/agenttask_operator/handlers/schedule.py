@@ -123,30 +123,33 @@ class ScheduleLoop:
         self.failures = 0
         self.reported: set[tuple[str, str]] = set()  # (reason, message) of failures reported
 
-    @property
-    def wake(self) -> asyncio.Event:
-        """Set whenever the schedule or one of its tasks changes."""
-        return self.ctx.wakeup(self.namespace, WAKE + self.name)
-
     async def run(self, stopped: kopf.DaemonStopped) -> None:
         """Act until there is nothing to do, sleep until the next tick or a change, repeat."""
-        while not stopped:
-            self.wake.clear()
-            try:
-                delay = await self.turns()
-                self.failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Gone:
-                return
-            except Exception as e:  # the API server, or a bug of ours: decide again later
-                self.failures += 1
-                delay = retry_delay(self.failures, ERROR_RETRY_SECONDS_MAX)
-                log.warning(
-                    "AgentTaskSchedule %s/%s: %s: %s; again in %gs",
-                    self.namespace, self.name, type(e).__name__, e, delay,
-                )  # fmt: skip
-            await sleep(stopped, self.wake, delay)
+        # Set whenever the schedule or one of its tasks changes; dropped when the loop ends (a
+        # change while no loop runs needs no wake-up: a loop reads everything when it starts).
+        key = (self.namespace, WAKE + self.name)
+        wake = self.ctx.wakeup(*key)
+        try:
+            while not stopped:
+                wake.clear()
+                try:
+                    delay = await self.turns()
+                    self.failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Gone:
+                    return
+                except Exception as e:  # the API server, or a bug of ours: decide again later
+                    self.failures += 1
+                    delay = retry_delay(self.failures, ERROR_RETRY_SECONDS_MAX)
+                    log.warning(
+                        "AgentTaskSchedule %s/%s: %s: %s; again in %gs",
+                        self.namespace, self.name, type(e).__name__, e, delay,
+                    )  # fmt: skip
+                await sleep(stopped, wake, delay)
+        finally:
+            if self.ctx.wakeups.get(key) is wake:  # not a newer loop's (deleted, then recreated)
+                del self.ctx.wakeups[key]
 
     async def turns(self) -> float | None:
         """Decide and act until ``decide`` says wait; the seconds to sleep (None: forever)."""
@@ -274,7 +277,14 @@ async def wake(namespace: str | None, name: str | None, memo: Any, **_: Any) -> 
     """Any change of a schedule ends its loop's sleep (a spec edit is acted on at once)."""
     ctx: Context | None = memo.get("ctx")
     if ctx is not None and namespace and name:
-        ctx.wakeup(namespace, WAKE + name).set()
+        _wake(ctx, namespace, name)
+
+
+def _wake(ctx: Context, namespace: str, schedule: str) -> None:
+    """End the sleep of the schedule's loop, if it has one."""
+    event = ctx.wakeups.get((namespace, WAKE + schedule))
+    if event is not None:
+        event.set()
 
 
 async def wake_owner(
@@ -296,7 +306,7 @@ async def wake_owner(
     phase = (obj.get("status") or {}).get("phase")
     deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
     if event.get("type") in (None, "ADDED", "DELETED") or phase in TERMINAL_PHASES or deleting:
-        ctx.wakeup(namespace, WAKE + owner).set()
+        _wake(ctx, namespace, owner)
 
 
 async def schedule_loop(
