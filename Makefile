@@ -26,7 +26,7 @@ binaries: ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cache
 helm: ## build helm from its Go module (cached) and print its path
 	@bash hack/helm/build.sh
 
-manifests: ## copy crds/ into the chart and regenerate deploy/ from the chart
+manifests: $(STAMP) ## generate CRDs (hack/gen_crds.py), copy crds/ into the chart, regenerate deploy/
 	@bash hack/render-deploy.sh
 
 lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, import-linter, hadolint

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate deploy/ — plain manifests for `kubectl apply -k deploy/` — from the Helm chart.
-#   hack/render-deploy.sh          copy crds/ into the chart's crds/, then render into deploy/
+#   hack/render-deploy.sh          generate the CRDs that embed AgentTask's spec schema
+#                                  (hack/gen_crds.py), copy crds/ into the chart's crds/, then
+#                                  render into deploy/
 #   hack/render-deploy.sh OUTDIR   only render, into OUTDIR (tests compare that with deploy/)
 # The manifests are the chart's defaults (all namespaces, model key from Secret openai-api-key)
 # for a release "agenttask-operator" in namespace "agenttask-system".
@@ -12,6 +14,9 @@ release=agenttask-operator
 
 if [ $# -eq 0 ]; then
   out="$repo/deploy"
+  py="$repo/.venv/bin/python"
+  [ -x "$py" ] || py=python3
+  "$py" "$repo/hack/gen_crds.py"
   rm -f "$chart"/crds/*.yaml
   cp "$repo"/crds/*.yaml "$chart/crds/"
 else

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gen_crds
 import pytest
 import yaml
 from localcluster import REPO, LocalCluster
@@ -61,6 +62,24 @@ def test_chart_crds_are_identical_to_crds_dir() -> None:
         f"{CHART_CRD.parent.relative_to(REPO)} drifted from {CRD.parent.relative_to(REPO)}: "
         "run hack/render-deploy.sh (it copies crds/ into the chart and renders deploy/)"
     )
+
+
+def test_schedule_crd_is_generated_from_the_agenttask_spec_schema() -> None:
+    """crds/agenttask.dev_agenttaskschedules.yaml is what hack/gen_crds.py makes of its template
+    and AgentTask's spec schema: one source for both kinds' task specs.
+    """
+    assert gen_crds.OUTPUT.read_text() == gen_crds.render(), (
+        f"{gen_crds.OUTPUT.relative_to(REPO)} is stale: run make manifests"
+    )
+    schema = yaml.safe_load(gen_crds.OUTPUT.read_text())["spec"]["versions"][0]["schema"]
+    task = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]
+    template = schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["taskTemplate"]
+    assert template["properties"]["spec"] == task["openAPIV3Schema"]["properties"]["spec"]
+    # AgentTask's root rule (spec frozen once started: it reads oldSelf) stays on AgentTask.
+    assert "oldSelf" in CRD.read_text() and "oldSelf" not in gen_crds.OUTPUT.read_text()
+    # A change of AgentTask's spec schema reaches the schedule's template when regenerated.
+    changed = CRD.read_text().replace("The user's request.", "What the user asks for.")
+    assert "What the user asks for." in gen_crds.render(source=changed)
 
 
 @pytest.mark.parametrize("watch", [[], WATCHED], ids=["all-namespaces", "some-namespaces"])

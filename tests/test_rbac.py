@@ -3,8 +3,9 @@ ServiceAccount (a token from TokenRequest, nothing else in its kubeconfig).
 
 * Some namespaces (the session cluster): the chart's Role + RoleBinding in the test namespace
   and its small ClusterRole; the operator watches that namespace. The end-to-end disk-space
-  scenario, a SIGKILL + restart and a TTL deletion pass, and kopf logs no 403 at all; the
-  token can do nothing else (``kubectl auth can-i``).
+  scenario, a SIGKILL + restart, a TTL deletion and an AgentTaskSchedule (tasks created, run
+  and pruned) pass, and kopf logs no 403 at all; the token can do nothing else
+  (``kubectl auth can-i``).
 * All namespaces (a cluster of its own, so that no other test's task is picked up): the chart's
   default ClusterRole, the operator without ``--namespace``. The disk-space scenario passes;
   without ``create`` on ConfigMaps a task makes no progress, and with it back a task succeeds.
@@ -28,7 +29,8 @@ from localcluster import REPO, LocalCluster
 
 import test_agenttask_e2e
 import test_crash_resume
-from fakeopenai import FakeServer
+import test_schedule_e2e
+from fakeopenai import FakeServer, completion
 from kubehelpers import api_client, create_task, eventually, get_task, new_namespace, wait_phase
 from operatorproc import OperatorProcess, operator_env
 from packaging_helpers import (
@@ -222,6 +224,35 @@ async def test_ttl_deletion_under_chart_rbac(
     assert_no_forbidden(chart_rbac_operator)
 
 
+async def test_schedule_under_chart_rbac(
+    api: client.ApiClient,
+    namespace: str,
+    fake: FakeServer,
+    chart_rbac_operator: OperatorProcess,
+) -> None:
+    """A schedule's loop creates tasks, they run, the history limit deletes the older ones, and
+    status and Events are written: the ``create`` verb on agenttasks, the schedules' rules.
+    """
+    fake.llm = lambda request: completion("done")
+    chart_rbac_operator.start(AGENTTASK_SCHEDULE_SECONDS="1")  # test-only seconds field
+    spec = {"schedule": "*/2 * * * * *", "successfulTasksHistoryLimit": 1}
+    await test_schedule_e2e.create_schedule(api, namespace, "rbac", spec)
+    seen: set[str] = set()
+
+    async def pruned() -> bool:
+        tasks = await test_schedule_e2e.tasks_of(api, namespace, "rbac")
+        seen.update(t["metadata"]["name"] for t in tasks)
+        done = [t for t in tasks if test_schedule_e2e.phase(t) == "Succeeded"]
+        status = (await test_schedule_e2e.get_schedule(api, namespace, "rbac")).get("status")
+        return len(seen) >= 3 and len(done) <= 1 and "lastSuccessfulTime" in (status or {})
+
+    await eventually(pruned, within=60, what="three tasks, the older ones deleted")
+    reasons = [r for r, _ in await test_schedule_e2e.events_of(api, namespace, "rbac")]
+    assert "TaskCreated" in reasons
+    await asyncio.sleep(1)
+    assert_no_forbidden(chart_rbac_operator)
+
+
 async def test_chart_rbac_grants_nothing_more(
     cluster: LocalCluster, chart_rbac_operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
@@ -232,6 +263,12 @@ async def test_chart_rbac_grants_nothing_more(
         return proc.stdout.strip() == "yes"
 
     assert can("patch", "agenttasks.agenttask.dev", "-n", namespace)
+    assert can("create", "agenttasks.agenttask.dev", "-n", namespace)  # schedules create them
+    schedules = "agenttaskschedules.agenttask.dev"
+    assert can("patch", schedules, "--subresource=status", "-n", namespace)
+    assert not can("create", schedules, "-n", namespace)  # users declare them, not the operator
+    assert not can("delete", schedules, "-n", namespace)
+    assert not can("update", schedules, "-n", namespace)
     assert can("create", "configmaps", "-n", namespace)
     assert not can("update", "configmaps", "-n", namespace)  # the transcript is append-only
     assert not can("delete", "configmaps", "-n", namespace)

@@ -75,10 +75,11 @@ runs the operator with exactly these rules.
 */}}
 {{- define "agenttask-operator.namespacedRules" -}}
 # AgentTasks: kopf lists and watches them and patches its finalizer and annotations onto them;
-# each task loop reads its task; a finished task is deleted when its TTL runs out.
+# each task loop reads its task; a finished task is deleted when its TTL runs out. Schedules
+# create theirs, and delete them for concurrencyPolicy Replace and beyond their history limits.
 - apiGroups: ["agenttask.dev"]
   resources: ["agenttasks"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Every progress write is a merge patch to the status subresource.
 - apiGroups: ["agenttask.dev"]
   resources: ["agenttasks/status"]
@@ -101,12 +102,22 @@ runs the operator with exactly these rules.
 - apiGroups: ["agenttask.dev"]
   resources: ["agenttoolapprovals/status"]
   verbs: ["patch"]
+# AgentTaskSchedules: kopf lists and watches them (one loop each) and patches its finalizer and
+# annotations onto them.
+- apiGroups: ["agenttask.dev"]
+  resources: ["agenttaskschedules"]
+  verbs: ["list", "watch", "patch"]
+# Their last and next ticks, active tasks and Ready condition.
+- apiGroups: ["agenttask.dev"]
+  resources: ["agenttaskschedules/status"]
+  verbs: ["patch"]
 # The transcript: immutable ConfigMaps <task>-<uid8>-transcript-sNNNNNN, owned by their task.
 # list: load it; create: append a step. Nothing stored is ever rewritten or deleted by us.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "create"]
-# Events on tasks (Started, Retrying, Succeeded, ...): core/v1 Events, as kopf posts them too.
+# Events on tasks (Started, Retrying, Succeeded, ...) and schedules (TaskCreated, ...): core/v1
+# Events, as kopf posts them too.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

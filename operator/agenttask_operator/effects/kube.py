@@ -32,6 +32,10 @@ class Conflict(Exception):
     """The object changed since it was read (HTTP 409): re-read and decide again."""
 
 
+class AlreadyExists(Exception):
+    """An object of that name exists already (HTTP 409 on create)."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """An API server answer worth retrying: 429 (e.g. storage initialising) or 5xx."""
     return isinstance(exc, ApiException) and (exc.status == 429 or (exc.status or 0) >= 500)
@@ -118,13 +122,32 @@ class Kube:
         return cast(dict[str, Any], obj)
 
     async def list_objects(
-        self, plural: str, namespace: str, field_selector: str = ""
+        self, plural: str, namespace: str, field_selector: str = "", label_selector: str = ""
     ) -> list[dict[str, Any]]:
-        """The objects of one of our kinds in ``namespace`` (server-side ``field_selector``)."""
+        """The objects of one of our kinds in ``namespace`` (server-side selectors)."""
         found = await self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, field_selector=field_selector
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            field_selector=field_selector,
+            label_selector=label_selector,
         )
         return cast(list[dict[str, Any]], found.get("items") or [])
+
+    async def create_object(
+        self, plural: str, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create an object of one of our kinds; one of that name exists → AlreadyExists."""
+        try:
+            obj = await self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body
+            )
+        except ApiException as e:
+            if e.status == 409:
+                raise AlreadyExists(f"{plural} {namespace}/{body['metadata']['name']}") from None
+            raise
+        return cast(dict[str, Any], obj)
 
     async def patch_status(
         self, namespace: str, name: str, resource_version: str, status: dict[str, Any]

@@ -3,6 +3,8 @@
 One kopf daemon per non-terminal AgentTask runs :class:`~.runner.TaskLoop`. kopf starts it when
 the task appears and again for every non-terminal task when the operator starts, which is how
 a task resumes after a crash; terminal tasks get no daemon, so they are never touched again.
+The other kinds register their own handlers (``agentmodel``, ``toolserver``, ``approval``,
+``schedule``: one module each).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import kopf
 from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.lease import Membership
 from agenttask_operator.effects.registry import load_builtins
-from agenttask_operator.handlers import agentmodel, approval, toolserver
+from agenttask_operator.handlers import agentmodel, approval, schedule, toolserver
 from agenttask_operator.handlers.context import Context, Settings, scrub_openai_environment
 from agenttask_operator.handlers.runner import TaskLoop, lean
 from agenttask_operator.models import TERMINAL_PHASES
@@ -134,3 +136,4 @@ def register() -> None:
     agentmodel.register()
     toolserver.register()
     approval.register()
+    schedule.register()
