@@ -115,6 +115,13 @@ async def test_kill_while_http_tool_runs_redelivers_under_same_key(
         return any(d.body["toolCallId"] == "call_b" for d in fake.deliveries)
 
     await eventually(call_b_received, within=60, what="call_b to be delivered")
+
+    async def call_a_stored() -> bool:  # it ran alongside call_b and answered at once
+        uid = (await get_task(api, namespace, "crash"))["metadata"]["uid"]
+        entries = await transcript(api, namespace, uid)
+        return any((e.get("message") or {}).get("tool_call_id") == "call_a" for e in entries)
+
+    await eventually(call_a_stored, within=30, what="call_a's result to be stored")
     operator.kill()
     st = (await get_task(api, namespace, "crash"))["status"]
     in_flight = [st["currentStep"], *st.get("parallelCalls", [])]
