@@ -25,8 +25,8 @@ RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir "$WHEELS" . \
 FROM python:3.11-slim-bookworm
 # No pip, setuptools or wheel in the final image: nothing installs anything at run time.
 RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
-    && groupadd --gid 65532 operator \
-    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin operator \
+    && groupadd --gid 65532 agenttask \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin agenttask \
     && mkdir /workspace \
     && chown 65532:65532 /workspace
 COPY --from=builder /opt/venv /opt/venv
