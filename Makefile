@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .cache/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help venv lint fmt test test-unit binaries helm manifests cluster cluster-down demo bench clean
+.PHONY: help venv lint fmt test test-unit binaries helm image manifests cluster cluster-down demo bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ binaries: ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cache
 
 helm: ## build helm from its Go module (cached) and print its path
 	@bash hack/helm/build.sh
+
+image: ## build the Dockerfile with buildah on a Debian-made base (both cached; needs root)
+	@bash hack/image/build.sh >/dev/null
 
 manifests: ## copy crds/ into the chart and regenerate deploy/ from the chart
 	@bash hack/render-deploy.sh
