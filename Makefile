@@ -43,7 +43,7 @@ fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(STAMP) lint binaries helm mcp-servers ## lint, then all tests (starts its own control plane)
+test: $(STAMP) lint binaries helm mcp-servers image ## lint, then all tests (starts its own control plane)
 	$(PY) -m pytest
 
 # MCP servers the tests start: server-everything (npm, every package pinned by the lockfile in
@@ -68,8 +68,8 @@ $(MCP_STAMP): $(MCP_LOCK) hack/mcp-servers/package.json
 	$(MCP_DIR)/proxy/bin/python -m pip install -q $(MCP_PROXY)
 	touch $@
 
-test-unit: $(STAMP) mcp-servers ## tests that need no cluster
-	$(PY) -m pytest -m 'not cluster'
+test-unit: $(STAMP) mcp-servers ## tests that need no cluster and no image
+	$(PY) -m pytest -m 'not cluster and not image'
 
 cluster: $(STAMP) ## start a local control plane in the background (.cache/cluster/kubeconfig)
 	@$(PY) hack/localcluster.py up
