@@ -72,7 +72,8 @@ if [ -n "$cert" ] && [ -f "$cert" ]; then
   builder="localhost/agenttask-operator-builder-base:${key}"
   if [ -z "$(image_id "$builder")" ]; then
     tmp=$(mktemp -d)
-    ctr=$(buildah from --pull="$pull" --name "agenttask-operator-builder-base-$$" "$base")
+    ctr=$(buildah from --pull="$pull" --name "agenttask-operator-builder-base-$$" "$base") \
+      || die "cannot get the base image ${base} (see above)"
     trap 'buildah rm "$ctr" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
     printf '[global]\ncert = /etc/pip-build-ca.pem\n' >"$tmp/pip.conf"
     buildah copy --quiet --chmod 0644 "$ctr" "$cert" /etc/pip-build-ca.pem >/dev/null
