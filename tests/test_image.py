@@ -14,7 +14,11 @@ Checked: the demo task succeeds and really cleans the workspace; the process tha
 image's entrypoint, as the image's non-root uid/gid with no capabilities (its /proc status);
 its only writable mounts were /tmp and the workspace (its /proc mountinfo); and the image's root
 filesystem is unchanged afterwards (every path's type, mode, owner, size, mtime and ctime, before
-and after). The liveness endpoint answers, and the chart's RBAC was enough (no 403).
+and after). The liveness endpoint answers, and the chart's RBAC was enough (no 403). A second
+test shows that the read-only root and the snapshot do catch a write.
+
+Not emulated: the Pod's own network and PID namespaces (it shares the host's, where the API
+server and the model listen on 127.0.0.1), the RuntimeDefault seccomp profile, cgroup limits.
 """
 
 from __future__ import annotations
