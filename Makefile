@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .cache/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help venv lint fmt test test-unit binaries helm manifests cluster cluster-down demo bench chaos clean
+.PHONY: help venv lint fmt test test-unit binaries helm image manifests cluster cluster-down demo bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ binaries: ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cache
 helm: ## build helm from its Go module (cached) and print its path
 	@bash hack/helm/build.sh
 
+image: ## build the Dockerfile with buildah on a Debian-made base (both cached; needs root)
+	@bash hack/image/build.sh >/dev/null
+
 manifests: $(STAMP) ## generate CRDs (hack/gen_crds.py), copy crds/ into the chart, regenerate deploy/
 	@bash hack/render-deploy.sh
 
@@ -40,7 +43,7 @@ fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(STAMP) lint binaries helm mcp-servers ## lint, then all tests (starts its own control plane)
+test: $(STAMP) lint binaries helm mcp-servers image ## lint, then all tests (starts its own control plane)
 	$(PY) -m pytest
 
 # MCP servers the tests start: server-everything (npm, every package pinned by the lockfile in
@@ -65,8 +68,8 @@ $(MCP_STAMP): $(MCP_LOCK) hack/mcp-servers/package.json
 	$(MCP_DIR)/proxy/bin/python -m pip install -q $(MCP_PROXY)
 	touch $@
 
-test-unit: $(STAMP) mcp-servers ## tests that need no cluster
-	$(PY) -m pytest -m 'not cluster'
+test-unit: $(STAMP) mcp-servers ## tests that need no cluster and no image
+	$(PY) -m pytest -m 'not cluster and not image'
 
 cluster: $(STAMP) ## start a local control plane in the background (.cache/cluster/kubeconfig)
 	@$(PY) hack/localcluster.py up

@@ -36,8 +36,8 @@ def kubectl(*args: str, check: bool = True) -> str:
     return proc.stdout
 
 
-def make_workspace() -> Path:
-    ws = DEMO / "workspace"
+def make_workspace(ws: Path = DEMO / "workspace") -> Path:
+    """Fill ``ws`` with 3.7 MiB of log files under logs/ and a README; return it."""
     logs = ws / "logs"
     (logs / "archive").mkdir(parents=True, exist_ok=True)
     lines = "".join(
@@ -51,11 +51,8 @@ def make_workspace() -> Path:
     return ws
 
 
-def start_model(env: dict[str, str]) -> subprocess.Popen[str] | None:
-    if os.environ.get("OPENAI_API_KEY"):
-        base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
-        say(f"using the model at {base} (OPENAI_API_KEY is set)")
-        return None
+def start_bundled_model(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
+    """Start the bundled demo model on 127.0.0.1: its process, first line and base URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "agenttask_operator.demo_model"],
         stdout=subprocess.PIPE,
@@ -64,7 +61,15 @@ def start_model(env: dict[str, str]) -> subprocess.Popen[str] | None:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
-    base = line.rsplit(" at ", 1)[-1]
+    return proc, line, line.rsplit(" at ", 1)[-1]
+
+
+def start_model(env: dict[str, str]) -> subprocess.Popen[str] | None:
+    if os.environ.get("OPENAI_API_KEY"):
+        base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+        say(f"using the model at {base} (OPENAI_API_KEY is set)")
+        return None
+    proc, line, base = start_bundled_model(env)
     say("OPENAI_API_KEY is not set: using the BUNDLED DEMO MODEL, a scripted stand-in, not an LLM")
     say(f"  {line}")
     env["OPENAI_BASE_URL"] = base

@@ -160,13 +160,18 @@ def token_kubeconfig(cluster: LocalCluster, token: str, path: Path) -> Path:
 
 
 def forbidden_lines(proc: OperatorProcess) -> list[str]:
-    """Lines of the operator's log that report an authorization failure (``403`` as a number
+    """Lines of the operator's log that report an authorization failure."""
+    return forbidden_in(proc.output())
+
+
+def forbidden_in(log: str) -> list[str]:
+    """Lines of an operator's log that report an authorization failure (``403`` as a number
     of its own: a port such as 40397 in a URL is not one, nor the milliseconds of a timestamp
     such as 22:46:31,403).
     """
     return [
         line
-        for line in proc.output().splitlines()
+        for line in log.splitlines()
         if re.search(r"(?<![\d.:,])403(?!\d)", line)
         or "forbidden" in line.lower()
         or "not enough permissions" in line.lower()

@@ -334,8 +334,8 @@ def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "DL3006" in proc.stdout, proc.stdout
 
 
-def dockerfile_stages(path: Path) -> list[list[tuple[str, str]]]:
-    """Each build stage's instructions as (KEYWORD, arguments), line continuations joined."""
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """Every instruction as (KEYWORD, arguments), line continuations joined, comments dropped."""
     logical: list[str] = []
     buf = ""
     for raw in path.read_text().splitlines():
@@ -347,20 +347,43 @@ def dockerfile_stages(path: Path) -> list[list[tuple[str, str]]]:
             continue
         logical.append((buf + line.strip()).strip())
         buf = ""
+    pairs = [instr.partition(" ") for instr in logical]
+    return [(keyword.upper(), args.strip()) for keyword, _, args in pairs]
+
+
+def dockerfile_global_args(path: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults."""
+    args: dict[str, str] = {}
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = default
+    return args
+
+
+def dockerfile_stages(path: Path) -> list[list[tuple[str, str]]]:
+    """Each build stage's instructions as (KEYWORD, arguments)."""
     stages: list[list[tuple[str, str]]] = []
-    for instr in logical:
-        keyword, _, args = instr.partition(" ")
-        if keyword.upper() == "FROM":
+    for keyword, args in dockerfile_instructions(path):
+        if keyword == "FROM":
             stages.append([])
-        stages[-1].append((keyword.upper(), args.strip()))
+        if stages:
+            stages[-1].append((keyword, args))
     return stages
 
 
 def test_dockerfile_shape() -> None:
     stages = dockerfile_stages(DOCKERFILE)
     assert len(stages) == 2
-    bases = [args.split()[0] for (kw, args), *_ in stages]
-    assert all(b.startswith("python:3.11") and "slim" in b for b in bases), bases
+    # The base is a build argument whose default is the official image (pinned by tag); the
+    # builder stage's own base defaults to it. Nothing else names an image.
+    args = dockerfile_global_args(DOCKERFILE)
+    assert args["BASE_IMAGE"].startswith("python:3.11") and "slim" in args["BASE_IMAGE"], args
+    assert args["BUILDER_IMAGE"] == "${BASE_IMAGE}", args
+    bases = [rest.split()[0] for (_, rest), *_ in stages]
+    assert bases == ["${BUILDER_IMAGE}", "${BASE_IMAGE}"], bases
     final = dict(stages[1])
     assert final["USER"] == "65532:65532"
     assert final["ENTRYPOINT"] == '["agenttask-operator"]'
