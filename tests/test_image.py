@@ -154,13 +154,19 @@ def which_in_image(root: Path, env: dict[str, str], command: str) -> str:
 
 
 async def container_env(
-    api: client.ApiClient, namespace: str, entries: list[dict[str, Any]]
+    api: client.ApiClient, namespace: str, entries: list[dict[str, Any]], pod_name: str
 ) -> dict[str, str]:
-    """The container's env entries resolved as the kubelet does (value, or a Secret's key)."""
+    """The container's env entries resolved as the kubelet does (a value, the Pod's own name
+    or namespace, or a Secret's key).
+    """
     env: dict[str, str] = {}
+    pod_fields = {"metadata.name": pod_name, "metadata.namespace": namespace}
     for e in entries:
         if "value" in e:
             env[e["name"]] = e["value"]
+            continue
+        if "fieldRef" in e["valueFrom"]:
+            env[e["name"]] = pod_fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
             continue
         ref = e["valueFrom"]["secretKeyRef"]
         secret = await client.CoreV1Api(api).read_namespaced_secret(ref["name"], namespace)
@@ -377,7 +383,7 @@ async def test_image_runs_the_demo_as_the_chart_pod_would(
         args = [a.replace(LIVENESS, f"http://127.0.0.1:{port}/healthz") for a in container["args"]]
         argv = [*config["Entrypoint"], *(args or config.get("Cmd") or [])]
         env = dict(e.split("=", 1) for e in config["Env"])
-        env |= await container_env(api, namespace, container["env"])
+        env |= await container_env(api, namespace, container["env"], f"{release}-pod")
         env |= {
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(cluster.api_port),
