@@ -51,6 +51,13 @@ async def wait_file(path: Path, within: float = 60.0) -> None:
     await eventually(exists, within=within, what=f"{path.name}")
 
 
+async def call_stored(api: client.ApiClient, namespace: str, call: str) -> bool:
+    """Whether the result of tool call ``call`` of task "crash" is in its transcript."""
+    uid = (await get_task(api, namespace, "crash"))["metadata"]["uid"]
+    entries = await transcript(api, namespace, uid)
+    return any((e.get("message") or {}).get("tool_call_id") == call for e in entries)
+
+
 async def check_outcome(api: client.ApiClient, namespace: str, fake: FakeServer) -> dict[str, int]:
     """Succeeded; one LLM request per stored LLM step; one key per tool call. Returns deliveries."""
     obj = await wait_phase(api, namespace, "crash")
@@ -116,12 +123,9 @@ async def test_kill_while_http_tool_runs_redelivers_under_same_key(
 
     await eventually(call_b_received, within=60, what="call_b to be delivered")
 
-    async def call_a_stored() -> bool:  # it ran alongside call_b and answered at once
-        uid = (await get_task(api, namespace, "crash"))["metadata"]["uid"]
-        entries = await transcript(api, namespace, uid)
-        return any((e.get("message") or {}).get("tool_call_id") == "call_a" for e in entries)
-
-    await eventually(call_a_stored, within=30, what="call_a's result to be stored")
+    await eventually(
+        lambda: call_stored(api, namespace, "call_a"), within=30, what="call_a's result stored"
+    )
     operator.kill()
     st = (await get_task(api, namespace, "crash"))["status"]
     in_flight = [st["currentStep"], *st.get("parallelCalls", [])]
@@ -173,6 +177,10 @@ async def test_restarts_never_use_up_the_retry_budget(
             return bool(sum(d.body["toolCallId"] == "call_b" for d in fake.deliveries) >= k)
 
         await eventually(delivered, within=60, what=f"call_b delivery {kill}")
+        if kill == 1:  # call_a ran alongside call_b: let its result be stored first
+            await eventually(
+                lambda: call_stored(api, namespace, "call_a"), within=30, what="call_a stored"
+            )
         operator.kill()
         st = (await get_task(api, namespace, "crash"))["status"]
         if kill == 1:  # it ran alongside call_a: its counts are in its parallelCalls entry
@@ -207,6 +215,10 @@ async def test_a_step_that_keeps_killing_the_operator_fails_step_interrupted(
             return bool(sum(d.body["toolCallId"] == "call_b" for d in fake.deliveries) >= k)
 
         await eventually(delivered, within=60, what=f"call_b delivery {kill}")
+        if kill == 1:  # call_a ran alongside call_b: let its result be stored first
+            await eventually(
+                lambda: call_stored(api, namespace, "call_a"), within=30, what="call_a stored"
+            )
         operator.kill()
         operator.start()
     st = (await wait_phase(api, namespace, "crash"))["status"]
