@@ -32,7 +32,7 @@ from localcluster import LocalCluster
 
 from fakeopenai import FakeServer, Reply, ToolCall, completion, error, tool_messages
 from kubehelpers import create_task, eventually, get_task, transcript
-from operatorproc import OperatorProcess, operator_env
+from operatorproc import operator_env, replica_processes
 
 TOOL_SECONDS = 0.3  # each delivery runs this long
 STEP_TIMEOUT = 3  # seconds; a "slow" answer takes longer and is discarded
@@ -163,8 +163,8 @@ def spec_for(fake: FakeServer) -> dict[str, Any]:
     }
 
 
-def overlapping(deliveries: list[ToolCall]) -> list[str]:
-    """Keys delivered again while an earlier delivery of them still ran."""
+def overlapping(deliveries: list[ToolCall], seconds: float = TOOL_SECONDS) -> list[str]:
+    """Keys delivered again while an earlier delivery of them (``seconds`` long) still ran."""
     by_key: dict[str | None, list[float]] = {}
     for d in deliveries:
         by_key.setdefault(d.idempotency_key, []).append(d.time)
@@ -172,9 +172,7 @@ def overlapping(deliveries: list[ToolCall]) -> list[str]:
     for key, times in by_key.items():
         times.sort()
         bad += [
-            f"{key}: {b - a:.2f}s apart"
-            for a, b in itertools.pairwise(times)
-            if b - a < TOOL_SECONDS
+            f"{key}: {b - a:.2f}s apart" for a, b in itertools.pairwise(times) if b - a < seconds
         ]
     return bad
 
@@ -199,16 +197,8 @@ class Chaos:
         workspace.mkdir(exist_ok=True)
         env = operator_env(fake.base_url, workspace, workdir / "faults")
         env["AGENTTASK_LEASE_SECONDS"] = str(plan.lease_seconds)
-        self.replicas: dict[str, OperatorProcess] = {}
-        for i in range(plan.replicas):
-            name = f"replica-{i}"
-            proc = OperatorProcess(cluster.kubeconfig, namespace, workdir / f"{name}.log", env)
-            proc.env = env | {"AGENTTASK_REPLICA_ID": name}
-            self.replicas[name] = proc
-
-    def _start(self, name: str) -> None:
-        proc = self.replicas[name]
-        proc.start(AGENTTASK_REPLICA_ID=name)
+        names = [f"replica-{i}" for i in range(plan.replicas)]
+        self.replicas = replica_processes(cluster.kubeconfig, namespace, workdir, env, names)
 
     def _disrupted(self, what: str, since: float | None = None) -> None:
         now = time.monotonic()
@@ -221,7 +211,7 @@ class Chaos:
         fake.tools["echo"] = echo
         t0 = time.monotonic()
         for name in self.replicas:
-            self._start(name)
+            self.replicas[name].start()
         for proc in self.replicas.values():
             await asyncio.to_thread(proc.wait_started, 60.0)
         names = [f"chaos-{i:04d}" for i in range(plan.tasks)]
@@ -276,13 +266,13 @@ class Chaos:
             self._disrupted(f"kill of {victim}")
             self.replicas[victim].kill()
             await asyncio.sleep(self.rng.uniform(0.3, 1.5))
-            self._start(victim)
+            self.replicas[victim].start()
             if away is not None and i == away_at + max(1, plan.kills // 3):
-                self._start(away)
+                self.replicas[away].start()
                 self._disrupted(f"scale-back of {away}")
                 away = None
         if away is not None:
-            self._start(away)
+            self.replicas[away].start()
         await eventually(finished, within=plan.within, what=f"{len(names)} tasks to finish")
         return done
 

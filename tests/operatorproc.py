@@ -20,6 +20,20 @@ def operator_env(fake_base_url: str, workspace: Path, faults: Path) -> dict[str,
     }
 
 
+def replica_processes(
+    kubeconfig: Path, namespace: str, logs: Path, env: dict[str, str], names: list[str]
+) -> dict[str, OperatorProcess]:
+    """Replicas of one installation watching ``namespace``: each its own identity (and Lease)
+    and log (``logs/<name>.log``); not started.
+    """
+    return {
+        name: OperatorProcess(
+            kubeconfig, namespace, logs / f"{name}.log", env | {"AGENTTASK_REPLICA_ID": name}
+        )
+        for name in names
+    }
+
+
 class OperatorProcess:
     """One operator process; its output goes to ``log``.
 

@@ -20,7 +20,7 @@ from localcluster import LocalCluster
 
 from fakeopenai import FakeServer, Reply, completion, error
 from kubehelpers import create_object, create_task, eventually, get_task, wait_phase
-from operatorproc import OperatorProcess, operator_env
+from operatorproc import OperatorProcess, operator_env, replica_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -56,11 +56,9 @@ def two_replicas(
     env = operator_env(fake.base_url, workspace, tmp_path / "faults") | {
         "AGENTTASK_LEASE_SECONDS": "6"
     }
-    procs = []
-    for i in range(2):
-        proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / f"r{i}.log", env)
-        proc.env = env | {"AGENTTASK_REPLICA_ID": f"r{i}"}
-        procs.append(proc)
+    procs = list(
+        replica_processes(cluster.kubeconfig, namespace, tmp_path, env, ["r0", "r1"]).values()
+    )
     yield procs
     for proc in procs:
         proc.stop()
@@ -94,7 +92,7 @@ async def test_an_agent_models_limit_holds_across_replicas_and_queues_in_creatio
     spec = {"model": "fake-model", "baseURL": fake.base_url, "maxConcurrentTasks": 2}
     await create_object(api, namespace, "agentmodels", "AgentModel", "gpt", spec)
     for proc in two_replicas:
-        proc.start(AGENTTASK_REPLICA_ID=proc.env["AGENTTASK_REPLICA_ID"])
+        proc.start()
     for proc in two_replicas:
         proc.wait_started()
     names = [f"t{i}" for i in range(6)]

@@ -9,7 +9,6 @@ its earlier delivery finished would be a step run twice at once.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import signal
 import time
@@ -22,9 +21,10 @@ import pytest
 from kubernetes_asyncio import client
 from localcluster import LocalCluster
 
+from chaos import overlapping
 from fakeopenai import HANG, FakeServer, Reply, ToolCall
 from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
-from operatorproc import OperatorProcess, operator_env
+from operatorproc import OperatorProcess, operator_env, replica_processes
 from scenarios import three_step_model
 from test_crash_resume import spec_for
 
@@ -51,18 +51,12 @@ def replicas(
     """Two replicas of one installation (same group, Leases in the test namespace)."""
     env = operator_env(fake.base_url, workspace, tmp_path / "faults")
     env["AGENTTASK_LEASE_SECONDS"] = str(LEASE_SECONDS)
-    procs = {}
-    for name in ("replica-a", "replica-b"):
-        proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / f"{name}.log", env)
-        proc.env = env | {"AGENTTASK_REPLICA_ID": name}
-        procs[name] = proc
+    procs = replica_processes(
+        cluster.kubeconfig, namespace, tmp_path, env, ["replica-a", "replica-b"]
+    )
     yield procs
     for proc in procs.values():
         proc.stop()
-
-
-def start(proc: OperatorProcess) -> None:
-    proc.start(AGENTTASK_REPLICA_ID=proc.env["AGENTTASK_REPLICA_ID"])
 
 
 async def all_finished(
@@ -76,18 +70,6 @@ async def all_finished(
     return await eventually(done, within=within, what=f"{len(names)} tasks to finish")
 
 
-def overlapping(deliveries: list[ToolCall]) -> list[tuple[str | None, float]]:
-    """Deliveries of one key that arrived while an earlier one of it still ran."""
-    by_key: dict[str | None, list[float]] = {}
-    for d in deliveries:
-        by_key.setdefault(d.idempotency_key, []).append(d.time)
-    bad = []
-    for key, times in by_key.items():
-        times.sort()
-        bad += [(key, b - a) for a, b in itertools.pairwise(times) if b - a < TOOL_SECONDS]
-    return bad
-
-
 async def test_two_replicas_share_tasks_and_survive_kills(
     api: client.ApiClient, namespace: str, fake: FakeServer, replicas: dict[str, OperatorProcess]
 ) -> None:
@@ -95,7 +77,7 @@ async def test_two_replicas_share_tasks_and_survive_kills(
     fake.llm = three_step_model
     fake.tools["echo"] = slow_echo
     for proc in replicas.values():
-        start(proc)
+        proc.start()
     for proc in replicas.values():
         proc.wait_started()
     names = [f"crash-{i:02d}" for i in range(20)]
@@ -113,7 +95,7 @@ async def test_two_replicas_share_tasks_and_survive_kills(
             proc.kill()
             kills[victim] += 1
         await asyncio.sleep(rng.uniform(0.5, 1.5))
-        start(proc)
+        proc.start()
     objs = await all_finished(api, namespace, names, within=240)
 
     bad = {o["metadata"]["name"]: o["status"] for o in objs if o["status"]["phase"] != "Succeeded"}
@@ -127,7 +109,7 @@ async def test_two_replicas_share_tasks_and_survive_kills(
         mine = [d for d in fake.deliveries if (d.idempotency_key or "").startswith(uid)]
         assert {d.idempotency_key for d in mine} == {f"{uid}:call_{c}" for c in "abc"}
     # No key was delivered while an earlier delivery of it still ran: no step ran twice at once.
-    assert overlapping(fake.deliveries) == []
+    assert overlapping(fake.deliveries, TOOL_SECONDS) == []
     # Every redelivery is explained by a kill: at most one per call in flight per kill.
     per_key = Counter(d.idempotency_key for d in fake.deliveries)
     redelivered = sum(n - 1 for n in per_key.values())
@@ -160,7 +142,7 @@ async def test_a_frozen_replica_is_fenced_out_and_its_task_taken_over(
 
     fake.tools["echo"] = hang_once
     for proc in replicas.values():
-        start(proc)
+        proc.start()
     for proc in replicas.values():
         proc.wait_started()
     await create_task(api, namespace, "crash", spec_for(fake))
@@ -215,8 +197,8 @@ async def test_a_clean_exit_hands_its_tasks_over_at_once(
         return Reply(body=f"echo {call.body['arguments']['x']}", until=gate.is_set, delay=120)
 
     fake.tools["echo"] = held
-    for name, proc in replicas.items():  # Leases of a minute: expiry would take that long
-        proc.start(AGENTTASK_REPLICA_ID=name, AGENTTASK_LEASE_SECONDS=str(LONG_LEASE))
+    for proc in replicas.values():  # Leases of a minute: expiry would take that long
+        proc.start(AGENTTASK_LEASE_SECONDS=str(LONG_LEASE))
     for proc in replicas.values():
         proc.wait_started()
     names = [f"t-{i}" for i in range(8)]
