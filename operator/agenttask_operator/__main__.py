@@ -66,6 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "$AGENTTASK_BUILTIN_NAMESPACES (comma-separated), empty: every namespace"
         ),
     )
+    ap.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics; default "
+        "$AGENTTASK_METRICS_PORT, unset or 0: off",
+    )
     ap.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = ap.parse_args(argv)
     bad = [p for p in args.allowed_host or () if not valid_pattern(p)]
@@ -84,6 +92,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings = replace(settings, allowed_hosts=tuple(args.allowed_host))
     if args.builtin_tools_namespace is not None:
         settings = replace(settings, builtin_namespaces=tuple(args.builtin_tools_namespace))
+    if args.metrics_port is not None:
+        settings = replace(settings, metrics_port=args.metrics_port or None)
     return settings
 
 

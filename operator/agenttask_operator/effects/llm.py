@@ -20,6 +20,7 @@ import openai
 
 from agenttask_operator.core.answers import Reply, parse_completion
 from agenttask_operator.core.errors import Failure, is_transient_status, llm_reason
+from agenttask_operator.effects import metrics
 from agenttask_operator.models import ModelSpec
 
 BODY_LIMIT = 32 * 1024 * 1024  # bytes of a model's answer read at most
@@ -106,6 +107,7 @@ def classify(exc: Exception) -> Failure:
     return Failure(f"{type(exc).__name__}: {exc}", transient=True, reason="ModelError")
 
 
+@metrics.timed_chat
 async def chat(
     model: ModelSpec,
     *,

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from agenttask_operator.core.errors import Failure, is_transient_status
+from agenttask_operator.effects import metrics
 from agenttask_operator.effects.llm import StepFailed, retry_after_seconds
 from agenttask_operator.effects.registry import BuiltinTool, ToolContext, ToolError
 from agenttask_operator.models import HttpToolSpec, ToolSpec
@@ -79,6 +80,14 @@ def call_arguments(call: dict[str, Any]) -> dict[str, Any] | ToolResult:
     return arguments
 
 
+def tool_label(call: dict[str, Any], tools: tuple[ToolSpec, ...], *_: Any) -> str:
+    """The tool a call names, for metrics: one the task declares (not an MCP entry), else other."""
+    name = call_name(call)
+    declared = any(t.name == name and t.tool_server_ref is None for t in tools)
+    return name if declared else metrics.OTHER
+
+
+@metrics.timed_tool(tool_label)
 async def execute(
     call: dict[str, Any],
     tools: tuple[ToolSpec, ...],

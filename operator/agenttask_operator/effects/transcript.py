@@ -42,6 +42,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agenttask_operator.effects import metrics
 from agenttask_operator.effects.kube import GROUP, KIND, VERSION, Conflict, Kube
 from agenttask_operator.models import Entry, StoredTranscript, TranscriptInfo
 
@@ -290,6 +291,7 @@ class TranscriptStore:
             for i, piece in enumerate(pieces, start=1):
                 body = self._body(self.next_segment, piece, f"{i}/{len(pieces)}")
                 await self.kube.create_config_map(self.namespace, body)
+                metrics.transcript_segment(piece)
                 self.next_segment += 1
         except Conflict:
             await self.load()

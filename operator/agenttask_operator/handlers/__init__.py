@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from agenttask_operator.effects import metrics
 from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.lease import Membership
 from agenttask_operator.effects.registry import load_builtins
@@ -50,6 +51,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         on_change=ctx.wake_all,
     )
     await ctx.membership.start()
+    metrics.TASKS.mine = ctx.assigned_here  # gauges count the tasks assigned to this replica
+    if s.metrics_port is not None:
+        memo.metrics = await metrics.serve(s.metrics_port)
+        log.info("metrics on http://0.0.0.0:%d/metrics", s.metrics_port)
     log.info(
         "replica %s: Lease %s/%s (%gs), group %s",
         s.replica, s.lease_namespace, ctx.membership.name, s.lease_seconds, s.replica_group,
@@ -78,6 +83,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             await ctx.membership.stop()
         await ctx.session.close()
         await ctx.kube.api.close()
+    if memo.get("metrics") is not None:
+        await memo.metrics.cleanup()
 
 
 def needs_loop(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -99,6 +106,7 @@ async def wake(
         raw = event.get("object")
         if isinstance(raw, dict):
             ctx.observe(event.get("type"), raw)
+            metrics.TASKS.observe(event.get("type"), raw)
         obj = raw if event.get("type") in ("ADDED", "MODIFIED") else None
         ctx.notify(namespace, name, lean(obj) if isinstance(obj, dict) else None)
 

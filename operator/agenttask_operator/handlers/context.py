@@ -49,6 +49,7 @@ class Settings:
     lease_seconds: float = DEFAULT_DURATION
     max_tasks_per_namespace: int | None = None  # running tasks per namespace; None: no limit
     max_requests_per_minute: int | None = None  # per endpoint and model, for inline models
+    metrics_port: int | None = None  # where /metrics is served; None: nowhere
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -58,7 +59,8 @@ class Settings:
         ``POD_NAMESPACE`` (else the service account's namespace, else ``default``),
         ``AGENTTASK_REPLICA_GROUP``, ``AGENTTASK_LEASE_SECONDS``; the limit of running tasks
         per namespace: ``AGENTTASK_MAX_TASKS_PER_NAMESPACE``; LLM requests per minute per
-        endpoint and model, for tasks with inline models: ``AGENTTASK_MAX_REQUESTS_PER_MINUTE``.
+        endpoint and model, for tasks with inline models: ``AGENTTASK_MAX_REQUESTS_PER_MINUTE``;
+        the port of ``/metrics``: ``AGENTTASK_METRICS_PORT`` (unset or 0: none).
         """  # noqa: D205
         ws = environ.get("AGENTTASK_WORKSPACE")
         lease = float(environ.get("AGENTTASK_LEASE_SECONDS") or DEFAULT_DURATION)
@@ -66,6 +68,9 @@ class Settings:
             raise ValueError(f"AGENTTASK_LEASE_SECONDS must be at least 3, not {lease:g}")
         per_ns = _count(environ, "AGENTTASK_MAX_TASKS_PER_NAMESPACE")
         rpm = _count(environ, "AGENTTASK_MAX_REQUESTS_PER_MINUTE")
+        metrics_port = (environ.get("AGENTTASK_METRICS_PORT") or "0").strip() or "0"
+        if not metrics_port.isdigit() or int(metrics_port) > 65535:
+            raise ValueError(f"AGENTTASK_METRICS_PORT={metrics_port!r}: not a port number")
         return cls(
             workspace=Path(ws).resolve() if ws else None,
             default_base_url=environ.get("OPENAI_BASE_URL") or None,
@@ -81,6 +86,7 @@ class Settings:
             lease_seconds=lease,
             max_tasks_per_namespace=per_ns,
             max_requests_per_minute=rpm,
+            metrics_port=int(metrics_port) or None,
         )
 
     @property

@@ -23,6 +23,7 @@ import jsonschema
 from agenttask_operator.core.errors import Failure
 from agenttask_operator.core.toolserver import Problem, schema_digest, secret_problem
 from agenttask_operator.core.urls import host_allowed
+from agenttask_operator.effects import metrics
 from agenttask_operator.effects.kube import Kube
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.tools import ToolResult
@@ -95,6 +96,7 @@ class McpTools:
             out.append({"type": "function", "function": fn})
         return out
 
+    @metrics.timed_tool(lambda _, resolved, *__: resolved.name)  # as the task resolved it
     async def call(
         self, resolved: ResolvedTool, arguments: dict[str, Any], idempotency_key: str
     ) -> ToolResult:

@@ -31,7 +31,7 @@ from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe, on_batch_failure
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
-from agenttask_operator.effects import faults, llm, tools
+from agenttask_operator.effects import faults, llm, metrics, tools
 from agenttask_operator.effects.kube import FINALIZER, Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
@@ -223,6 +223,7 @@ class TaskLoop:
         except Conflict:
             self.obj = None
             raise
+        metrics.status_written(obj.get("status"), new.get("status"))
         ended_now = (new.get("status") or {}).get("phase") in TERMINAL_PHASES and (
             obj.get("status") or {}
         ).get("phase") not in TERMINAL_PHASES
@@ -419,6 +420,8 @@ class TaskLoop:
         # The attempt sees the task as now stored: started, with what it resolved at start.
         state = apply(state, action.intent)
         await self._mark(state, obj)
+        if action.event is not None and action.event.reason == "Interrupted":
+            metrics.rerun(step.kind)
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
         for extra in action.extras:
             log.info("%s/%s: %s, alongside", self.namespace, self.name, describe(extra))
@@ -434,6 +437,7 @@ class TaskLoop:
             if not work.done():  # deleted, shutting down, or no longer ours: stop at once
                 work.cancel()
                 why = fence.result() if fence.done() and not fence.cancelled() else "stopped"
+                metrics.interrupted([s.kind for s, _ in runs], why)
                 log.info(
                     "%s/%s: %s interrupted (%s)", self.namespace, self.name, describe(step), why
                 )
@@ -460,7 +464,9 @@ class TaskLoop:
                 entry = await self._attempt(state, step, limit, result)
                 await self._append(entry, step)
             except StepFailed as e:
+                metrics.step_failed(step.kind, e.failure)
                 return e.failure
+            metrics.step_stored(step.kind, entry.is_error)
             return None
 
         outcomes = await asyncio.gather(*(one(s, r) for s, r in runs), return_exceptions=True)
@@ -488,6 +494,7 @@ class TaskLoop:
                 )  # fmt: skip
         jitters = [random.random() for _ in failures]  # noqa: S311
         failed = on_batch_failure(state, action, failures, now(), jitters)
+        metrics.retries([s.kind for s in (action.step, *action.extras)], failures, failed.patch)
         with contextlib.suppress(Conflict):
             await self._record(obj, failed.patch, failed.event)
 
