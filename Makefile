@@ -43,7 +43,7 @@ fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(STAMP) lint binaries helm mcp-servers image ## lint, then all tests (starts its own control plane)
+test: $(STAMP) lint binaries helm mcp-servers image prometheus ## lint, then all tests (starts its own control plane)
 	$(PY) -m pytest
 
 # MCP servers the tests start: server-everything (npm, every package pinned by the lockfile in
@@ -67,6 +67,17 @@ $(MCP_STAMP): $(MCP_LOCK) hack/mcp-servers/package.json
 	$(PYTHON) -m venv $(MCP_DIR)/proxy
 	$(MCP_DIR)/proxy/bin/python -m pip install -q $(MCP_PROXY)
 	touch $@
+
+# Prometheus, from Debian (the tests scrape the operator with it: tests/test_metrics_prometheus.py).
+# Pinned to the version bookworm gives; nothing to do when that version is installed.
+PROMETHEUS_VERSION := 2.42.0+ds-5+deb12u1
+
+.PHONY: prometheus
+prometheus: ## install Debian's prometheus package (pinned; apt-get, needs root)
+	@if [ "$$(dpkg-query -W -f='$${Version}' prometheus 2>/dev/null)" != "$(PROMETHEUS_VERSION)" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus=$(PROMETHEUS_VERSION) >/dev/null; \
+	fi
 
 test-unit: $(STAMP) mcp-servers ## tests that need no cluster and no image
 	$(PY) -m pytest -m 'not cluster and not image'
