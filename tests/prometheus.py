@@ -64,6 +64,9 @@ def version() -> str:
     return (out.stdout or out.stderr).splitlines()[0]
 
 
+IMPLICIT = ("__name__", "job", "instance")  # labels every scraped series has
+
+
 class Prometheus:
     """One Prometheus server scraping ``targets`` (``host:port``) every second."""
 
@@ -130,14 +133,14 @@ class Prometheus:
         return body["data"]
 
     async def query(self, expr: str) -> dict[tuple[tuple[str, str], ...], float]:
-        """An instant query: each series' labels (sorted pairs, without name, job and instance) → its
-        value.
+        """An instant query: each series' labels → its value. Labels are sorted pairs, without
+        ``__name__``, ``job`` and ``instance``.
         """
         data = await self.api("query", query=expr)
         assert data["resultType"] == "vector", data
         out: dict[tuple[tuple[str, str], ...], float] = {}
         for item in data["result"]:
-            labels = {k: v for k, v in item["metric"].items() if k not in ("__name__", "job", "instance")}
+            labels = {k: v for k, v in item["metric"].items() if k not in IMPLICIT}
             out[tuple(sorted(labels.items()))] = float(item["value"][1])
         return out
 
