@@ -56,7 +56,7 @@ for f in "$chart"/crds/*.yaml; do
 done >"$out/crd.yaml"
 # The admission policy on AgentToolApprovals (policy + binding) and the reviewers' ClusterRole
 # are cluster-scoped: kustomize's namespace does not apply to them.
-for f in serviceaccount clusterrole clusterrolebinding lease-role deployment poddisruptionbudget \
+for f in serviceaccount clusterrole clusterrolebinding lease-role deployment service poddisruptionbudget \
   validatingadmissionpolicy approver-clusterrole; do
   { echo "$header"; grep -v '^# Source: ' "$tmp/out/$release/templates/$f.yaml" | sed '1{/^---$/d}'; } >"$out/$f.yaml"
   resources+=("$f.yaml")
