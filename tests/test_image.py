@@ -253,6 +253,12 @@ def healthz(url: str) -> int:
         return status
 
 
+def get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own 127.0.0.1 URL
+        text: str = resp.read().decode()
+        return text
+
+
 @pytest.mark.parametrize("read_only", [True, False], ids=["read-only-root", "writable-root"])
 def test_podrun_root_and_snapshot_see_a_write(
     rootfs: Path, tmp_path: Path, read_only: bool
@@ -381,6 +387,9 @@ async def test_image_runs_the_demo_as_the_chart_pod_would(
         port = free_port()
         assert container["args"][:2] == ["--liveness", LIVENESS]  # 8080 may be taken here
         args = [a.replace(LIVENESS, f"http://127.0.0.1:{port}/healthz") for a in container["args"]]
+        metrics_port = free_port()  # and the chart's 9090 may be taken too
+        assert args[args.index("--metrics-port") + 1] == "9090"
+        args[args.index("--metrics-port") + 1] = str(metrics_port)
         argv = [*config["Entrypoint"], *(args or config.get("Cmd") or [])]
         env = dict(e.split("=", 1) for e in config["Env"])
         env |= await container_env(api, namespace, container["env"], f"{release}-pod")
@@ -428,6 +437,12 @@ async def test_image_runs_the_demo_as_the_chart_pod_would(
         st = (await wait_phase(api, namespace, NAME, within=120))["status"]
         assert (st["phase"], st["iterations"]) == ("Succeeded", 3), st
         assert "I deleted 4 log files and freed 3.7 MiB" in st["result"], st["result"]
+        # The image serves /metrics (prometheus-client is in it), and counted the task.
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        exposition = await asyncio.to_thread(get_text, url)
+        assert 'agenttask_tasks_finished_total{phase="Succeeded",reason="Completed"} 1.0' in (
+            exposition
+        )
         left = [p for p in (volumes["workspace"] / "logs").rglob("*") if p.is_file()]
         assert left == [], left
         assert (volumes["workspace"] / "README.txt").exists()  # only logs/ was cleaned
