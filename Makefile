@@ -79,7 +79,7 @@ prometheus: ## install Debian's prometheus package (pinned; apt-get, needs root)
 	    --no-install-recommends prometheus=$(PROMETHEUS_VERSION) >/dev/null; \
 	fi
 
-test-unit: $(STAMP) mcp-servers ## tests that need no cluster and no image
+test-unit: $(STAMP) mcp-servers prometheus ## tests that need no cluster and no image
 	$(PY) -m pytest -m 'not cluster and not image'
 
 cluster: $(STAMP) ## start a local control plane in the background (.cache/cluster/kubeconfig)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from localcluster import DEFAULT_DIR, REPO, build_binaries, link_bin, up
@@ -132,6 +133,17 @@ def follow(operator: subprocess.Popen[bytes], timeout: float) -> None:
         watch.terminate()
 
 
+def save_metrics(port: str | None) -> None:
+    """With AGENTTASK_METRICS_PORT set, keep what the operator's /metrics says at the end."""
+    if not port or port == "0":
+        return
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    (DEMO / "metrics.txt").write_text(text)
+    say(f"{url} saved in {os.path.relpath(DEMO / 'metrics.txt')}")
+
+
 def main() -> int:
     DEMO.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -176,6 +188,7 @@ def main() -> int:
             return 1
         say(f"result: {st.get('result')}")
         say(f"logs left in the workspace: {left} bytes (were {size})")
+        save_metrics(env.get("AGENTTASK_METRICS_PORT"))
         say("the cluster keeps running: kubectl get agenttasks; make cluster-down stops it")
         return 0
     finally:

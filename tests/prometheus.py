@@ -48,6 +48,14 @@ def lint_metrics(text: str) -> str:
     return (proc.stdout + proc.stderr).strip() if proc.returncode else proc.stdout.strip()
 
 
+def lint_rules(path: Path) -> str:
+    """What ``promtool check rules`` finds wrong with a rules file ("" when nothing)."""
+    proc = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).strip()
+
+
 async def scrape(port: int) -> str:
     """What ``/metrics`` on 127.0.0.1:``port`` serves now."""
     async with (

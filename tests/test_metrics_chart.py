@@ -1,5 +1,6 @@
 """The chart's metrics: the operator's flag and port, the Service, the ServiceMonitor, and the
-Grafana dashboard, whose queries may only name metrics the operator exports.
+Grafana dashboard, whose queries may only name metrics the operator exports; and the example
+alerts of docs/observability.md.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from localcluster import REPO
 
 from agenttask_operator.effects import metrics
 from packaging_helpers import (
@@ -22,6 +25,7 @@ from packaging_helpers import (
     set_flags,
     tool_env,
 )
+from prometheus import lint_rules
 
 DASHBOARD = CHART / "files" / "dashboard.json"
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
@@ -189,3 +193,24 @@ def test_exported_names_follow_prometheus_conventions(name: str) -> None:
     assert re.fullmatch(r"agenttask_[a-z0-9_]+", name)
     if "duration" in name:
         assert "_seconds_" in name  # base units
+
+
+# --- the example alerts ------------------------------------------------------------------------
+
+ALERTS = REPO / "docs" / "alerts.yaml"
+OBSERVABILITY = REPO / "docs" / "observability.md"
+
+
+def test_example_alerts_are_valid_rules_on_exported_metrics(tmp_path: Path) -> None:
+    """docs/alerts.yaml is what docs/observability.md shows, promtool accepts it, and its
+    expressions read only metrics the operator exports (and Prometheus's own ``up``).
+    """
+    rules = "".join(
+        line for line in ALERTS.read_text().splitlines(True) if not line.startswith("#")
+    )
+    shown = re.search(r"### Alerts\n\n```yaml\n(.*?)```", OBSERVABILITY.read_text(), re.S)
+    assert shown is not None and shown.group(1) == rules
+    assert lint_rules(ALERTS) == ""
+    exprs = [r["expr"] for g in yaml.safe_load(rules)["groups"] for r in g["rules"]]
+    named = set().union(*(metric_names(e) for e in exprs))
+    assert named - exported() == {"up"}
