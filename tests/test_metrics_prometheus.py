@@ -11,6 +11,8 @@ series and values, compared with what the fake model served and what status reco
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +220,18 @@ async def test_prometheus_scrapes_what_the_tasks_did(
         assert word not in text, word
     # ...and promtool finds nothing to say about the names and types.
     assert lint_metrics(text) == ""
+
+
+async def test_a_metrics_port_that_is_taken_stops_the_operator(
+    operator: OperatorProcess,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - as the operator binds
+        taken.listen()
+        port = taken.getsockname()[1]
+        operator.start(AGENTTASK_METRICS_PORT=str(port))
+        assert operator.proc is not None
+        code = await asyncio.to_thread(operator.proc.wait, 60)
+    assert code != 0
+    assert f"cannot serve metrics on port {port}" in operator.output()
+    assert "agenttask-operator started" not in operator.output()

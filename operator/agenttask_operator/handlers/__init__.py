@@ -33,12 +33,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = 300
+    own = memo.get("settings") or _settings_from_env()
+    if own.metrics_port is not None and memo.get("metrics") is None:
+        memo.metrics = await _serve_metrics(own.metrics_port)
     builtins = load_builtins()
     memo.ctx = Context(
         kube=Kube(await connect()),
         session=aiohttp.ClientSession(),
         builtins=builtins,
-        settings=memo.get("settings") or _settings_from_env(),
+        settings=own,
     )
     s = memo.ctx.settings
     ctx = memo.ctx
@@ -52,9 +55,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     await ctx.membership.start()
     metrics.TASKS.mine = ctx.assigned_here  # gauges count the tasks assigned to this replica
-    if s.metrics_port is not None:
-        memo.metrics = await metrics.serve(s.metrics_port)
-        log.info("metrics on http://0.0.0.0:%d/metrics", s.metrics_port)
     log.info(
         "replica %s: Lease %s/%s (%gs), group %s",
         s.replica, s.lease_namespace, ctx.membership.name, s.lease_seconds, s.replica_group,
@@ -67,6 +67,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         "with a default key" if s.default_api_key else "no default key",
         ", ".join(s.allowed_hosts) or "all",
     )  # fmt: skip
+
+
+async def _serve_metrics(port: int) -> Any:
+    """Serve /metrics; a port that cannot be had stops the operator (kopf does not retry)."""
+    try:
+        runner = await metrics.serve(port)
+    except OSError as e:
+        raise kopf.PermanentError(f"cannot serve metrics on port {port}: {e}") from e
+    log.info("metrics on http://0.0.0.0:%d/metrics", port)
+    return runner
 
 
 def _settings_from_env() -> Settings:
