@@ -151,6 +151,17 @@ class TranscriptInfo(Model):
     segments: int = 0
 
 
+class ForkedFrom(Model):
+    """Where a fork's transcript came from (``spec.forkFrom``, resolved): the source task's
+    name and uid, and how many of its steps were copied (steps 1 to ``step``). Recorded
+    before the first entry is copied, so a restart copies the rest from the same source.
+    """  # noqa: D205
+
+    name: str
+    uid: str
+    step: int
+
+
 class TaskOwner(Model):
     """The replica that runs the task (none: released, or never taken) and the epoch of that
     ownership, one more at every change of owner (see ``core.shard``).
@@ -191,6 +202,7 @@ class AgentTaskStatus(Model):
     transcript: TranscriptInfo = TranscriptInfo()
     owner: TaskOwner | None = None  # written with the step intents, never on its own
     slots: tuple[str, ...] = ()  # the concurrency limits' Leases it holds a place in
+    forked_from: ForkedFrom | None = None  # spec.forkFrom as resolved, before the copy
 
     @property
     def terminal(self) -> bool:
