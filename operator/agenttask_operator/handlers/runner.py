@@ -38,6 +38,7 @@ from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
 from agenttask_operator.handlers import approval
 from agenttask_operator.handlers.context import Context, sleep, until_stopped
+from agenttask_operator.handlers.fork import Fork
 from agenttask_operator.handlers.limits import TaskLimits
 from agenttask_operator.handlers.mcptools import McpTools
 from agenttask_operator.models import (
@@ -201,6 +202,7 @@ class TaskLoop:
         self.claim: dict[str, Any] | None = None  # status.owner to take the task with
         self.idle: str | None = None  # why this replica leaves the task alone, if it does
         self.limits = TaskLimits(ctx, namespace, name)  # concurrency limits, request pace
+        self.fork = Fork(ctx, namespace, name)  # spec.forkFrom: the copy before the start
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and how much of the transcript is committed, when that grew),
@@ -322,7 +324,8 @@ class TaskLoop:
             return False
         if self.store is None:
             store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
-            if (obj.get("status") or {}).get("startTime"):  # not started: nothing stored yet
+            st = obj.get("status") or {}
+            if st.get("startTime") or st.get("forkedFrom"):  # else nothing is stored yet
                 items = await self.ctx.loader.items(self.namespace, uid)
                 await store.load(items)  # kept once loaded: a failed load is retried next turn
             self.store = store
@@ -339,6 +342,10 @@ class TaskLoop:
             return True
         action = decide(state, now())
         if state.status.start_time is None and _starts(action):
+            if state.spec.fork_from is not None and not await self.fork.ready(
+                obj, state, self.store, self._record, stopped, wake
+            ):
+                return False  # copied, recorded or waited: decide again
             held = await self.limits.admission(obj, state, self._record, stopped, wake)
             if held is None:
                 return False  # queued: woken when a place may be free
