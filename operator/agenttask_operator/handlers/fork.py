@@ -100,9 +100,10 @@ class Fork:
             await sleep(stopped, wake, delay)
             return False
         last = outcome.first + len(outcome.entries) - 1
+        src = state.status.forked_from
         log.info(
-            "%s/%s: copying steps %d-%d of %s",
-            self.namespace, self.name, outcome.first, last, state.spec.fork_from,
+            "%s/%s: copying steps %d-%d of AgentTask %s",
+            self.namespace, self.name, outcome.first, last, src.name if src else "?",
         )  # fmt: skip
         for number, entry in enumerate(outcome.entries, start=outcome.first):
             await faults.checkpoint(f"fork-copy:{number}")
