@@ -222,7 +222,7 @@ def test_the_resolved_fork_is_recorded_before_anything_is_copied(
     assert patch["forkedFrom"] == {"name": "src", "uid": SRC_UID, "step": recorded}
     assert (patch["phase"], patch["reason"]) == ("Pending", "Forking")
     assert outcome.event is not None and outcome.event.reason == "Forking"
-    assert f"of its {len(entries)}" in patch["message"]
+    assert f"of its {len(entries)} committed." in patch["message"]
     after = apply(st, patch)
     assert after.status.forked_from == ForkedFrom(name="src", uid=SRC_UID, step=recorded)
     assert after.status.start_time is None  # not started: the copy comes first

@@ -158,7 +158,8 @@ def decide_fork(state: TaskState, source: Source | None, now: datetime) -> Outco
         step = default_step(source.entries)
     record = ForkedFrom(name=source.name, uid=source.uid, step=step)
     what = f"steps 1-{step}" if step > 1 else ("step 1" if step == 1 else "no step")
-    msg = f"Forked from AgentTask {source.name} ({source.uid}): copying {what} of its {n}."
+    of = f"Forked from AgentTask {source.name} ({source.uid})"
+    msg = f"{of}: copying {what} of its {n} committed."
     patch = _pending(state, "Forking", msg, now) | {"forkedFrom": record.to_api()}
     return WriteStatus(patch, msg, Event("Normal", "Forking", msg))
 
