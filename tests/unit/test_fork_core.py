@@ -6,13 +6,16 @@ copy. No I/O, no clock.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agenttask_operator.core import Execute, Wait, WriteStatus, decide
+from agenttask_operator.core import Execute, Wait, WriteStatus, decide, queue
 from agenttask_operator.core import fork as fork_
 from agenttask_operator.core.fork import Copy, Ready, Source, decide_fork
 from agenttask_operator.core.status import apply
@@ -369,3 +372,66 @@ def test_the_copied_iterations_count_toward_max_iterations() -> None:
 def test_a_fork_up_to_the_final_answer_ends_at_once_with_it() -> None:
     st = ended(copied(SUCCEEDED))
     assert (st.phase, st.result, st.iterations, st.tool_calls) == ("Succeeded", "done", 3, 3)
+
+
+# --- any state: decide_fork never raises, and never copies anything but the source's steps ------
+
+POOL = (*SUCCEEDED, tool(1, "x", error=True), llm(9, "z"))
+PHASES = [None, "Pending", "Running", "Suspended", "WaitingForApproval", "Succeeded", "Failed"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    own=st.lists(st.sampled_from(POOL), max_size=7).map(tuple),
+    theirs=st.one_of(st.none(), st.lists(st.sampled_from(POOL), max_size=7).map(tuple)),
+    phase=st.sampled_from(PHASES),
+    same_uid=st.booleans(),
+    lost=st.sampled_from([None, LOST]),
+    step=st.one_of(st.none(), st.integers(0, 9)),
+    recorded=st.one_of(st.none(), st.integers(0, 9)),
+    found=st.booleans(),
+    name=st.sampled_from(["src", "fork"]),
+)
+def test_decide_fork_never_raises_and_copies_only_the_sources_steps(
+    own: tuple[Entry, ...],
+    theirs: tuple[Entry, ...] | None,
+    phase: str | None,
+    same_uid: bool,
+    lost: str | None,
+    step: int | None,
+    recorded: int | None,
+    found: bool,
+    name: str,
+) -> None:
+    forked = None if recorded is None else ForkedFrom(name="src", uid=SRC_UID, step=recorded)
+    st_ = state(fork_from=ForkFrom(name=name, step=step), forked=forked, transcript=own)
+    src = Source("src", SRC_UID if same_uid else "other", phase, theirs, lost) if found else None
+    outcome = decide_fork(st_, src, NOW)
+    if isinstance(outcome, WriteStatus):
+        json.dumps(outcome.patch, allow_nan=False)
+        after = apply(st_, outcome.patch)
+        if "forkedFrom" in outcome.patch:  # recorded only once, from an ended source
+            assert forked is None and src is not None and src.ended and theirs is not None
+            assert after.status.forked_from is not None
+            assert after.status.forked_from.step <= len(theirs)
+    elif isinstance(outcome, Copy):
+        assert forked is not None and src is not None and src.uid == forked.uid
+        assert theirs is not None and lost is None
+        assert own == theirs[: len(own)] and outcome.first == len(own) + 1
+        assert (*own, *outcome.entries) == theirs[: forked.step]
+    elif isinstance(outcome, Ready):
+        assert forked is not None and len(own) == forked.step
+    else:
+        assert isinstance(outcome, Wait) and forked is None
+
+
+def test_a_fork_waiting_for_its_source_holds_no_place_in_a_queue() -> None:
+    def seen(status: dict[str, Any]) -> bool:
+        meta = {"uid": "u", "name": "f", "namespace": "ns", "creationTimestamp": "t"}
+        found = queue.seen({"metadata": meta, "spec": {}, "status": status})
+        assert found is not None
+        return found.waiting
+
+    assert not seen({"phase": "Pending", "reason": "WaitingForForkSource"})
+    assert seen({"phase": "Pending", "reason": "Forking"})  # it will start: it queues
+    assert seen({})
