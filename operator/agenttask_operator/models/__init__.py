@@ -22,6 +22,7 @@ from agenttask_operator.models.status import (
     ParallelCall,
     ResolvedTool,
     Step,
+    TraceContext,
     TranscriptInfo,
     Usage,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "TaskState",
     "ToolServerRef",
     "ToolSpec",
+    "TraceContext",
     "TranscriptInfo",
     "Usage",
 ]
