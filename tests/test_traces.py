@@ -15,9 +15,19 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from fakeopenai import HANG, FakeServer, Reply, ToolCall, completion, error, tool_messages
-from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
+from kubehelpers import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    create_task,
+    eventually,
+    get_task,
+    transcript,
+    wait_phase,
+)
 from mcpservers import LedgerServer
 from operatorproc import OperatorProcess
 from otlpreceiver import Receiver, Span
@@ -280,3 +290,34 @@ async def test_contents_when_enabled_and_an_mcp_tool(
     ]
     assert sent, ledger.request_log()
     assert {parent_of(t) for t in sent} == {(trace_id, tool.span_id)}
+
+
+async def test_a_failed_task_and_its_trace_context_cannot_change(
+    api: client.ApiClient,
+    namespace: str,
+    fake: FakeServer,
+    operator: OperatorProcess,
+    receiver: Receiver,
+) -> None:
+    """A 400 ends the task: its root and its chat span say why; status.traceContext, once
+    written, is refused any change by the API server.
+    """
+    fake.llm = lambda request: error(400, "bad request")
+    operator.start(**otel_env(receiver))
+    await create_task(api, namespace, "bad", {"input": "x", "model": {"name": "m"}})
+    st = (await wait_phase(api, namespace, "bad"))["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "ModelRequestInvalid"), st
+    root = await root_span(receiver)
+    assert (root.attributes["error.type"], root.status) == ("ModelRequestInvalid", 2)
+    assert root.attributes["agenttask.phase"] == "Failed"
+    [chat] = receiver.named("chat")
+    assert (chat.attributes["error.type"], chat.status, chat.parent_id) == ("400", 2, root.span_id)
+
+    other = {"traceID": "0" * 31 + "1", "spanID": "0" * 15 + "1"}
+    with pytest.raises(ApiException) as err:
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, "bad", {"status": {"traceContext": other}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+    assert err.value.status == 422
+    assert "status.traceContext is immutable" in json.loads(err.value.body or "{}")["message"]

@@ -49,6 +49,7 @@ def test_server_address_and_port() -> None:
 def test_error_type_is_the_http_status_else_the_reason() -> None:
     assert genai.error_type(Failure("x", True, "ModelUnavailable", status=429)) == "429"
     assert genai.error_type(Failure("x", True, "ToolTimeout")) == "ToolTimeout"
+    assert genai.error_type(Failure("x", False, "ModelRequestInvalid"), 400) == "400"
 
 
 def test_messages_in_the_conventions_form() -> None:

@@ -59,13 +59,15 @@ def server(base_url: str | None) -> dict[str, str | int]:
     return {"server.address": parts.hostname, "server.port": port}
 
 
-def error_type(failure: Failure) -> str:
+def error_type(failure: Failure, http_status: int | None = None) -> str:
     """``error.type`` of a failed attempt: the HTTP status when the server answered with one
-    (as the conventions suggest: ``429``, ``500``), else the operator's reason (``ModelTimeout``,
-    ``ToolUnavailable``, ``StepTimeout`` …).
+    (as the conventions suggest: ``429``, ``400``; ``http_status``: the status of the error
+    the failure came from, if the failure does not keep it), else the operator's reason
+    (``ModelTimeout``, ``ToolUnavailable``, ``StepTimeout`` …).
     """  # noqa: D205
-    if failure.status is not None:
-        return str(failure.status)
+    status = failure.status if failure.status is not None else http_status
+    if status is not None:
+        return str(status)
     return failure.reason or "_OTHER"
 
 

@@ -240,8 +240,10 @@ def attempt(state: TaskState, step: Step) -> Iterator[Attempt]:
             yield Attempt(span, state)
     except BaseException as e:
         failure = getattr(e, "failure", None)  # effects.llm.StepFailed: a failed attempt
-        if isinstance(failure, Failure):
-            why, message = genai.error_type(failure), failure.message
+        if isinstance(failure, Failure):  # a refused request keeps its status in the cause
+            code = getattr(e.__cause__, "status_code", None)
+            why = genai.error_type(failure, code if isinstance(code, int) else None)
+            message = failure.message
         elif isinstance(e, Exception):
             why, message = type(e).__name__, str(e)
         else:  # cancelled: the task was stopped, deleted or taken by another replica
