@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from kubehelpers import (
 from mcpservers import LedgerServer
 from operatorproc import OperatorProcess
 from otlpreceiver import Receiver, Span
+from packaging_helpers import docs, helm_template, only
 from scenarios import three_step_model
 from test_mcp_task import tool_server
 
@@ -321,3 +323,25 @@ async def test_a_failed_task_and_its_trace_context_cannot_change(
         )  # fmt: skip
     assert err.value.status == 422
     assert "status.traceContext is immutable" in json.loads(err.value.body or "{}")["message"]
+
+
+def test_chart_values_turn_traces_on(tmp_path: Path) -> None:
+    """tracing.endpoint (and captureMessageContent) become the OTEL_* variables; unset: none
+    (test_packaging checks the default Deployment's whole environment).
+    """
+    values = {
+        "tracing": {"endpoint": "http://otel.observability:4318", "captureMessageContent": True}
+    }
+    deploy = only(docs(helm_template(tmp_path, "ops", values)), "Deployment")
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel.observability:4318"
+    assert env["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] == "true"
+    deploy = only(
+        docs(helm_template(tmp_path, "ops", {"tracing": {"endpoint": "http://o:4318"}})),
+        "Deployment",
+    )
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert [e["name"] for e in c["env"] if e["name"].startswith("OTEL_")] == [
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    ]

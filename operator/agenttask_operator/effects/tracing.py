@@ -194,7 +194,8 @@ def attempt(state: TaskState, step: Step) -> Iterator[Attempt]:
     """A span for one attempt of ``step`` (``state``: as its intent wrote it), current while
     the attempt runs (so that :func:`headers` propagates it), ended with its outcome.
     """  # noqa: D205
-    tracer, root = _on.tracer, _root(state.status)
+    tracer = _on.tracer
+    root = _root(state.status) if tracer is not None else None
     if tracer is None or root is None:
         yield Attempt()
         return
