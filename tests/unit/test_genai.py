@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from agenttask_operator.core import genai
+from agenttask_operator.core.answers import Reply, parse_completion
 from agenttask_operator.core.errors import Failure
 from agenttask_operator.models import AgentTaskStatus, Step, ToolSpec
 
@@ -89,3 +90,17 @@ def test_messages_in_the_conventions_form() -> None:
         {"role": "assistant", "parts": [{"type": "text", "content": "ok"}], "finish_reason": "stop"}
     ]
     assert json.loads(genai.instructions("Be brief.")) == [{"type": "text", "content": "Be brief."}]
+
+
+def test_the_answer_names_its_model_and_id_for_the_chat_span() -> None:
+    answer: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
+    reply = parse_completion("application/json", json.dumps(answer).encode(), 1)
+    assert isinstance(reply, Reply)
+    assert (reply.model, reply.id) == ("gpt-4o-mini-2024-07-18", "chatcmpl-1")
+    answer |= {"model": 7, "id": None}  # odd servers: nothing is made up
+    reply = parse_completion("application/json", json.dumps(answer).encode(), 1)
+    assert isinstance(reply, Reply) and (reply.model, reply.id) == (None, None)

@@ -162,9 +162,9 @@ def _request_model(spec: AgentTaskSpec, status: AgentTaskStatus) -> str | None:
 class Attempt:
     """What the runner tells the span of one attempt (nothing, when traces are off)."""
 
-    def __init__(self, span: trace.Span | None = None, state: TaskState | None = None) -> None:
+    def __init__(self, span: trace.Span | None = None) -> None:
         """Wrap the attempt's span."""
-        self.span, self.state = span, state
+        self.span = span
 
     def done(self, entry: Entry) -> None:
         """The attempt produced ``entry`` (about to be stored)."""
@@ -237,8 +237,10 @@ def attempt(state: TaskState, step: Step) -> Iterator[Attempt]:
     parent = trace.set_span_in_context(trace.NonRecordingSpan(root))
     span = tracer.start_span(name, context=parent, kind=kind, attributes=attrs)
     try:
-        with trace.use_span(span, end_on_exit=False, record_exception=False):
-            yield Attempt(span, state)
+        with trace.use_span(
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        ):
+            yield Attempt(span)
     except BaseException as e:
         failure = getattr(e, "failure", None)  # effects.llm.StepFailed: a failed attempt
         if isinstance(failure, Failure):  # a refused request keeps its status in the cause
