@@ -9,12 +9,14 @@ The other kinds register their own handlers (``agentmodel``, ``toolserver``, ``a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import aiohttp
 import kopf
 
+from agenttask_operator.effects import tracing
 from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.lease import Membership
 from agenttask_operator.effects.registry import load_builtins
@@ -33,6 +35,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = 300
     builtins = load_builtins()
+    tracing.setup()  # only with an OTLP endpoint in the environment
     memo.ctx = Context(
         kube=Kube(await connect()),
         session=aiohttp.ClientSession(),
@@ -78,6 +81,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             await ctx.membership.stop()
         await ctx.session.close()
         await ctx.kube.api.close()
+    await asyncio.to_thread(tracing.shutdown)  # export the spans left
 
 
 def needs_loop(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:

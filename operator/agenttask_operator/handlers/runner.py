@@ -31,7 +31,7 @@ from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe, on_batch_failure
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
-from agenttask_operator.effects import faults, llm, tools
+from agenttask_operator.effects import faults, llm, tools, tracing
 from agenttask_operator.effects.kube import FINALIZER, Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
@@ -228,6 +228,8 @@ class TaskLoop:
         ended_now = (new.get("status") or {}).get("phase") in TERMINAL_PHASES and (
             obj.get("status") or {}
         ).get("phase") not in TERMINAL_PHASES
+        if ended_now:
+            tracing.finished(new)
         if ended_now and (new.get("status") or {}).get("slots"):
             uid = str(new["metadata"]["uid"])
             released = asyncio.ensure_future(self.limits.release(uid, new["status"]))
@@ -351,6 +353,8 @@ class TaskLoop:
                 return False  # queued: woken when a place may be free
             if held:
                 action = _with(action, {"slots": list(held)})
+        if isinstance(action, Execute):  # the trace's ids, written with the intent (if new)
+            action = _with(action, tracing.new_context(state.status))
         if isinstance(action, Execute) and action.step.kind == "LLM":
             wait = self.limits.pace(state)
             if wait > 0:  # the model's request rate: this request's turn comes later
@@ -464,7 +468,9 @@ class TaskLoop:
 
         async def one(step: Step, result: str | None) -> Failure | None:
             try:
-                entry = await self._attempt(state, step, limit, result)
+                with tracing.attempt(state, step) as span:
+                    entry = await self._attempt(state, step, limit, result)
+                    span.done(entry)
                 await self._append(entry, step)
             except StepFailed as e:
                 return e.failure

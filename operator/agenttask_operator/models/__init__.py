@@ -24,6 +24,7 @@ from agenttask_operator.models.status import (
     ParallelCall,
     ResolvedTool,
     Step,
+    TraceContext,
     TranscriptInfo,
     Usage,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "TaskState",
     "ToolServerRef",
     "ToolSpec",
+    "TraceContext",
     "TranscriptInfo",
     "Usage",
 ]

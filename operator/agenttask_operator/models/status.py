@@ -171,6 +171,21 @@ class TaskOwner(Model):
     epoch: int = 0
 
 
+class TraceContext(Model):
+    """The task's OpenTelemetry trace: its id and the id of its root span (``invoke_agent``),
+    chosen when the task starts; every span of the task, whichever operator process records
+    it, belongs to this trace and has this parent.
+    """  # noqa: D205
+
+    trace_id: str = Field(alias="traceID")
+    span_id: str = Field(alias="spanID")
+
+    @property
+    def traceparent(self) -> str:
+        """The root span as a W3C ``traceparent`` header (sampled)."""
+        return f"00-{self.trace_id}-{self.span_id}-01"
+
+
 class AgentTaskStatus(Model):
     """Everything the operator records about a task."""
 
@@ -203,6 +218,7 @@ class AgentTaskStatus(Model):
     owner: TaskOwner | None = None  # written with the step intents, never on its own
     slots: tuple[str, ...] = ()  # the concurrency limits' Leases it holds a place in
     forked_from: ForkedFrom | None = None  # spec.forkFrom as resolved, before the copy
+    trace_context: TraceContext | None = None  # written with a step intent, when tracing is on
 
     @property
     def terminal(self) -> bool:
