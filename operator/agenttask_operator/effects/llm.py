@@ -20,7 +20,7 @@ import openai
 
 from agenttask_operator.core.answers import Reply, parse_completion
 from agenttask_operator.core.errors import Failure, is_transient_status, llm_reason
-from agenttask_operator.effects import metrics
+from agenttask_operator.effects import metrics, tracing
 from agenttask_operator.models import ModelSpec
 
 BODY_LIMIT = 32 * 1024 * 1024  # bytes of a model's answer read at most
@@ -139,8 +139,11 @@ async def chat(
         kwargs["temperature"] = model.temperature
     if model.max_tokens is not None:
         kwargs["max_tokens"] = model.max_tokens
+    headers: dict[str, Any] = tracing.headers()  # traceparent, when traces are on
     if credentials.api_key is None:
-        kwargs["extra_headers"] = {"Authorization": openai.omit}
+        headers["Authorization"] = openai.omit
+    if headers:
+        kwargs["extra_headers"] = headers
     client = _client(base_url, credentials)
     try:
         # The SDK's timeout bounds each read; this bounds the whole answer (one that trickles in).
@@ -164,6 +167,7 @@ async def chat(
     reply = parse_completion(content_type, body, iteration)
     if isinstance(reply, Failure):
         raise StepFailed(reply)
+    tracing.reply(reply)
     return reply
 
 

@@ -9,13 +9,14 @@ The other kinds register their own handlers (``agentmodel``, ``toolserver``, ``a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import aiohttp
 import kopf
 
-from agenttask_operator.effects import metrics
+from agenttask_operator.effects import metrics, tracing
 from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.lease import Membership
 from agenttask_operator.effects.registry import load_builtins
@@ -37,6 +38,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if own.metrics_port is not None and memo.get("metrics") is None:
         memo.metrics = await _serve_metrics(own.metrics_port)
     builtins = load_builtins()
+    tracing.setup()  # only with an OTLP endpoint in the environment
     memo.ctx = Context(
         kube=Kube(await connect()),
         session=aiohttp.ClientSession(),
@@ -95,6 +97,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await ctx.kube.api.close()
     if memo.get("metrics") is not None:
         await memo.metrics.cleanup()
+    await asyncio.to_thread(tracing.shutdown)  # export the spans left
 
 
 def needs_loop(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:

@@ -31,13 +31,14 @@ from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe, on_batch_failure
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
-from agenttask_operator.effects import faults, llm, metrics, tools
+from agenttask_operator.effects import faults, llm, metrics, tools, tracing
 from agenttask_operator.effects.kube import FINALIZER, Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
 from agenttask_operator.handlers import approval
 from agenttask_operator.handlers.context import Context, sleep, until_stopped
+from agenttask_operator.handlers.fork import Fork
 from agenttask_operator.handlers.limits import TaskLimits
 from agenttask_operator.handlers.mcptools import McpTools
 from agenttask_operator.models import (
@@ -201,6 +202,7 @@ class TaskLoop:
         self.claim: dict[str, Any] | None = None  # status.owner to take the task with
         self.idle: str | None = None  # why this replica leaves the task alone, if it does
         self.limits = TaskLimits(ctx, namespace, name)  # concurrency limits, request pace
+        self.fork = Fork(ctx, namespace, name)  # spec.forkFrom: the copy before the start
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and how much of the transcript is committed, when that grew),
@@ -227,6 +229,8 @@ class TaskLoop:
         ended_now = (new.get("status") or {}).get("phase") in TERMINAL_PHASES and (
             obj.get("status") or {}
         ).get("phase") not in TERMINAL_PHASES
+        if ended_now:
+            tracing.finished(new)
         if ended_now and (new.get("status") or {}).get("slots"):
             uid = str(new["metadata"]["uid"])
             released = asyncio.ensure_future(self.limits.release(uid, new["status"]))
@@ -323,7 +327,8 @@ class TaskLoop:
             return False
         if self.store is None:
             store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
-            if (obj.get("status") or {}).get("startTime"):  # not started: nothing stored yet
+            st = obj.get("status") or {}
+            if st.get("startTime") or st.get("forkedFrom"):  # else nothing is stored yet
                 items = await self.ctx.loader.items(self.namespace, uid)
                 await store.load(items)  # kept once loaded: a failed load is retried next turn
             self.store = store
@@ -340,11 +345,17 @@ class TaskLoop:
             return True
         action = decide(state, now())
         if state.status.start_time is None and _starts(action):
+            if state.spec.fork_from is not None and not await self.fork.ready(
+                obj, state, self.store, self._record, stopped, wake
+            ):
+                return False  # copied, recorded or waited: decide again
             held = await self.limits.admission(obj, state, self._record, stopped, wake)
             if held is None:
                 return False  # queued: woken when a place may be free
             if held:
                 action = _with(action, {"slots": list(held)})
+        if isinstance(action, Execute):  # the trace's ids, written with the intent (if new)
+            action = _with(action, tracing.new_context(state.status))
         if isinstance(action, Execute) and action.step.kind == "LLM":
             wait = self.limits.pace(state)
             if wait > 0:  # the model's request rate: this request's turn comes later
@@ -461,7 +472,9 @@ class TaskLoop:
 
         async def one(step: Step, result: str | None) -> Failure | None:
             try:
-                entry = await self._attempt(state, step, limit, result)
+                with tracing.attempt(state, step) as span:
+                    entry = await self._attempt(state, step, limit, result)
+                    span.done(entry)
                 await self._append(entry, step)
             except StepFailed as e:
                 metrics.step_failed(step.kind, e.failure)
