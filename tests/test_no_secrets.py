@@ -82,7 +82,7 @@ async def test_keys_and_authorization_values_appear_nowhere(
         {"url": ledger.url, "headersFrom": [header | {"prefix": "Bearer "}]},
     )  # fmt: skip
     ledger_tool = {"name": "ledger", "toolServerRef": {"name": "ledger", "tools": ["read_ledger"]}}
-    tasks = {
+    tasks: dict[str, dict[str, Any]] = {
         "default": {"model": {"name": "m"}},
         "secret": {"model": {"name": "m", "apiKeySecretRef": {"name": "llm", "key": "apiKey"}}},
         "refused": {
