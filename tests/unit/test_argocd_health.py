@@ -1,6 +1,6 @@
 """The Argo CD health check of AgentTask (examples/gitops/agenttask-health.lua), run by a real
 Lua 5.1 interpreter as Argo CD runs it (tests/argocdlua.py), on hand-made objects of every
-phase; tests/test_argocd_health.py runs it on tasks the operator really ran. The docs show the
+phase; tests/test_argocd_health_e2e.py runs it on tasks the operator really ran. The docs show the
 same script, byte for byte.
 """
 
