@@ -113,7 +113,7 @@ async def test_keys_and_authorization_values_appear_nowhere(
         r["headers"].get("authorization") for r in ledger.request_log()
     }
     error = done["refused"]["status"]["error"]
-    assert "Incorrect API key provided: [REDACTED]" in error  # kept, without the key
+    assert "Incorrect API key provided: [redacted]" in error  # kept, without the key
 
     stored = await everything_stored(api, namespace)
     log = operator.output()

@@ -109,3 +109,10 @@ def test_the_format_comes_from_the_flag_or_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("AGENTTASK_LOG_FORMAT", "xml")
     with pytest.raises(SystemExit):
         parse_args([])
+
+
+def test_a_daemon_of_another_kind_names_its_object() -> None:
+    body = {"metadata": {"namespace": "ns", "name": "nightly", "uid": "u-9"}}
+    with logs.about_object("AgentTaskSchedule", body):
+        line = as_json(record("next tick at …"))
+    assert (line["kind"], line["name"], line["uid"]) == ("AgentTaskSchedule", "nightly", "u-9")

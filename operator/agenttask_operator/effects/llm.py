@@ -112,7 +112,7 @@ def without_key(failure: Failure, key: str | None) -> Failure:
     """  # noqa: D205
     if not key or key not in failure.message:
         return failure
-    return replace(failure, message=failure.message.replace(key, "[REDACTED]"))
+    return replace(failure, message=failure.message.replace(key, "[redacted]"))
 
 
 async def chat(

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +65,12 @@ def about(kind: str, namespace: str | None, name: str, uid: str | None) -> Itera
         yield
     finally:
         _subject.reset(token)
+
+
+def about_object(kind: str, body: Mapping[str, Any]) -> AbstractContextManager[None]:
+    """:func:`about` the object ``body`` (as kopf hands it to a handler)."""
+    meta = body.get("metadata") or {}
+    return about(kind, meta.get("namespace"), str(meta.get("name")), meta.get("uid"))
 
 
 def step_name(step: Step) -> str:
