@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx2
@@ -107,6 +107,15 @@ def classify(exc: Exception) -> Failure:
     return Failure(f"{type(exc).__name__}: {exc}", transient=True, reason="ModelError")
 
 
+def without_key(failure: Failure, key: str | None) -> Failure:
+    """``failure`` with the request's key masked: a server (a gateway, a proxy) may quote the
+    key it refused in its error, and that message goes to status, Events and the log.
+    """  # noqa: D205
+    if not key or key not in failure.message:
+        return failure
+    return replace(failure, message=failure.message.replace(key, "[redacted]"))
+
+
 @metrics.timed_chat
 async def chat(
     model: ModelSpec,
@@ -157,7 +166,7 @@ async def chat(
         msg = f"no complete answer within {timeout_seconds:g}s"
         raise StepFailed(Failure(msg, transient=True, reason="ModelTimeout")) from None
     except openai.OpenAIError as e:
-        raise StepFailed(classify(e)) from e
+        raise StepFailed(without_key(classify(e), credentials.api_key)) from e
     except httpx2.HTTPError as e:  # the body broke off after the status line
         msg = f"connection error while reading the answer: {type(e).__name__}: {e}"
         raise StepFailed(Failure(msg, transient=True, reason="ModelUnavailable")) from e

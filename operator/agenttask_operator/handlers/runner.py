@@ -31,7 +31,7 @@ from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe, on_batch_failure
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
-from agenttask_operator.effects import faults, llm, metrics, tools, tracing
+from agenttask_operator.effects import faults, llm, logs, metrics, tools, tracing
 from agenttask_operator.effects.kube import FINALIZER, Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
@@ -314,6 +314,7 @@ class TaskLoop:
     async def _turn(self, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> bool:
         """One wake-up: read, decide, act. True when the loop should end."""
         wake.clear()
+        logs.at_step(None)  # lines of this turn are about a step only once one runs
         obj = self._known()
         if obj is None:
             found = await self.ctx.kube.get_task(self.namespace, self.name)
@@ -431,11 +432,10 @@ class TaskLoop:
         # The attempt sees the task as now stored: started, with what it resolved at start.
         state = apply(state, action.intent)
         await self._mark(state, obj)
+        logs.at_step(step, attempt)
         if action.event is not None and action.event.reason == "Interrupted":
             metrics.rerun(step.kind)
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
-        for extra in action.extras:
-            log.info("%s/%s: %s, alongside", self.namespace, self.name, describe(extra))
         runs = [(step, action.result), *((x, None) for x in action.extras)]
         work = asyncio.create_task(self._batch(state, runs, action.timeout))
         stop = asyncio.create_task(until_stopped(stopped))
@@ -471,6 +471,9 @@ class TaskLoop:
         """  # noqa: D205
 
         async def one(step: Step, result: str | None) -> Failure | None:
+            if step is not runs[0][0]:  # a call alongside: always its first attempt here
+                logs.at_step(step)
+                log.info("%s/%s: %s, alongside", self.namespace, self.name, describe(step))
             try:
                 with tracing.attempt(state, step) as span:
                     entry = await self._attempt(state, step, limit, result)
@@ -501,6 +504,7 @@ class TaskLoop:
                 self.ctx.cool(self.ctx.pace_key(state)[0], failure.retry_after)
             if failure is not None:
                 attempt = action.attempt if step is action.step else 1
+                logs.at_step(step, attempt)
                 log.warning(
                     "%s/%s: %s, attempt %d failed: %s",
                     self.namespace, self.name, describe(step), attempt, failure.message,
