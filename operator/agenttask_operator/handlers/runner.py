@@ -422,7 +422,9 @@ class TaskLoop:
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
         for extra in action.extras:
             log.info("%s/%s: %s, alongside", self.namespace, self.name, describe(extra))
-        runs = [(step, action.result), *((x, None) for x in action.extras)]
+        # The calls alongside the step are on their first attempt (a retried one becomes the
+        # step in flight).
+        runs = [(step, action.result, attempt), *((x, None, 1) for x in action.extras)]
         work = asyncio.create_task(self._batch(state, runs, action.timeout))
         stop = asyncio.create_task(until_stopped(stopped))
         fence = asyncio.create_task(self.ctx.fenced(self.namespace, self.name))
@@ -448,22 +450,25 @@ class TaskLoop:
         await faults.checkpoint(f"after-append:{step.kind}:{step.iteration}")
 
     async def _batch(
-        self, state: TaskState, runs: list[tuple[Step, str | None]], limit: float
+        self, state: TaskState, runs: list[tuple[Step, str | None, int]], limit: float
     ) -> list[Failure | None]:
         """Run the step and the calls alongside it at once; each stores its own result. Their
         failures, in order (None: stored). Any other error is raised once all have finished,
         so that nothing keeps running behind the loop's back.
         """  # noqa: D205
 
-        async def one(step: Step, result: str | None) -> Failure | None:
+        async def one(step: Step, result: str | None, attempt: int) -> Failure | None:
             try:
                 entry = await self._attempt(state, step, limit, result)
+                entry = entry.model_copy(
+                    update={"attempts": attempt, "start_time": step.start_time}
+                )
                 await self._append(entry, step)
             except StepFailed as e:
                 return e.failure
             return None
 
-        outcomes = await asyncio.gather(*(one(s, r) for s, r in runs), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(*run) for run in runs), return_exceptions=True)
         for o in outcomes:
             if isinstance(o, BaseException):
                 raise o

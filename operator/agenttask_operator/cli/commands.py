@@ -1,0 +1,410 @@
+"""The subcommands of ``kubectl agenttask``: each reads, prints, and maybe creates one object.
+
+They raise :class:`~agenttask_operator.cli.client.CliError` for what kubectl would refuse (a
+task that does not exist, no pending call, a task still running), which ``main`` prints on
+stderr with exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import yaml
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agenttask_operator.cli import objects, render
+from agenttask_operator.cli.client import CliError, Mirror, Reader, from_server
+from agenttask_operator.core.approval import call_digest
+from agenttask_operator.core.steps import valid_step
+from agenttask_operator.effects.kube import GROUP, PLURAL, VERSION
+from agenttask_operator.effects.transcript import UID_LABEL
+from agenttask_operator.models import Entry
+from agenttask_operator.models.approval import PLURAL as APPROVALS
+
+
+def now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def dump(data: Any, output: str) -> str:
+    """``data`` as ``-o json`` or ``-o yaml`` prints it."""
+    if output == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Objects as kubectl prints several: a ``List``."""
+    return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {}}
+
+
+@dataclass
+class Io:
+    """Where output goes, and how to ask the user (tests give their own)."""
+
+    out: TextIO = sys.stdout
+    err: TextIO = sys.stderr
+    stdin: TextIO = sys.stdin
+
+    def print(self, text: str) -> None:
+        """Write ``text`` and flush (``logs -f`` is read as it comes)."""
+        self.out.write(text)
+        self.out.flush()
+
+
+async def get(
+    reader: Reader,
+    io: Io,
+    namespace: str | None,
+    name: str | None,
+    output: str | None,
+) -> None:
+    """``get [NAME]`` / ``list``: the tasks with phase, step in flight, tokens and age."""
+    if name is not None:
+        if namespace is None:
+            raise CliError("error: a resource cannot be retrieved by name across all namespaces")
+        tasks = [await reader.task(namespace, name)]
+    else:
+        tasks = await reader.tasks(namespace)
+    if output in ("json", "yaml"):
+        io.print(dump(tasks[0] if name is not None else as_list(tasks), output))
+        return
+    if not tasks:
+        where = "any namespace" if namespace is None else f"{namespace} namespace"
+        io.err.write(f"No resources found in {where}.\n")
+        return
+    wide = output == "wide"
+    io.print(render.task_rows(tasks, now(), wide=wide, namespaces=namespace is None))
+
+
+async def steps(reader: Reader, io: Io, namespace: str, name: str, output: str | None) -> None:
+    """``steps NAME``: one row per committed step, then the step in flight."""
+    task = await reader.task(namespace, name)
+    entries = await reader.transcript(task)
+    if output in ("json", "yaml"):
+        rows = [{"step": n, **e.to_api()} for n, e in enumerate(entries, start=1)]
+        io.print(dump(rows, output))
+        return
+    io.print(render.step_rows(entries, task.get("status") or {}, now()))
+
+
+def raw_entries(entries: tuple[Entry, ...], start: int) -> list[dict[str, Any]]:
+    """Entries as stored (camelCase JSON), numbered as steps from ``start``."""
+    return [{"step": n, **e.to_api()} for n, e in enumerate(entries, start=start)]
+
+
+async def logs(
+    reader: Reader,
+    io: Io,
+    namespace: str,
+    name: str,
+    *,
+    follow: bool,
+    full: bool,
+    output: str | None,
+) -> None:
+    """``logs NAME [-f]``: the transcript, readable (or its raw entries with ``-o``)."""
+    task = await reader.task(namespace, name)
+    limit = None if full else render.CLIP
+    if follow:
+        await Follower(reader, io, task, limit, output).run()
+        return
+    entries = await reader.transcript(task)
+    if output in ("json", "yaml"):
+        io.print(dump(raw_entries(entries, 1), output))
+        return
+    events = [ev for ev in map(render.TaskEvent.of, await reader.events(task)) if ev is not None]
+    lines = render.transcript_lines(task, entries, events, now(), limit=limit)
+    io.print("\n".join(lines) + "\n")
+
+
+class Follower:
+    """``logs -f``: print the transcript so far, then each step and Event as it comes, until
+    the task ends (or is deleted). Three watches — the task, its transcript ConfigMaps, its
+    Events — wake one loop that prints what is new.
+    """  # noqa: D205
+
+    def __init__(
+        self,
+        reader: Reader,
+        io: Io,
+        task: dict[str, Any],
+        limit: int | None,
+        output: str | None,
+    ) -> None:
+        """Follow ``task``."""
+        self.reader, self.io, self.task, self.limit, self.output = reader, io, task, limit, output
+        meta = task["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        core, custom = reader.core, reader.custom
+        self.tasks = Mirror(
+            custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
+            field_selector=f"metadata.name={name}",
+        )  # fmt: skip
+        self.cms = Mirror(core.list_namespaced_config_map, ns, label_selector=f"{UID_LABEL}={uid}")
+        self.events = Mirror(
+            core.list_namespaced_event, ns,
+            field_selector=f"involvedObject.name={name},involvedObject.kind=AgentTask",
+        )  # fmt: skip
+        self.printed_entries = 0
+        self.printed_events: set[str] = set()
+        self.started = False
+
+    def _emit(self, lines: list[str]) -> None:
+        if lines:
+            self.io.print("\n".join(lines) + "\n")
+
+    def _raw(self, entries: tuple[Entry, ...]) -> None:
+        assert self.output is not None
+        for row in raw_entries(entries, self.printed_entries + 1):
+            if self.output == "json":
+                self.io.print(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                self.io.print("---\n" + dump(row, "yaml"))
+
+    async def _show(self) -> bool:
+        """Print what is new; True once the task has ended or is gone."""
+        uid = self.task["metadata"]["uid"]
+        current = next(iter(self.tasks.objects.values()), None)
+        if current is None or current["metadata"]["uid"] != uid:
+            name = self.task["metadata"]["name"]
+            raise CliError(f"error: agenttask {name} was deleted while following its logs")
+        self.task = current
+        entries = await self.reader.transcript(current, list(self.cms.objects.values()))
+        new = entries[self.printed_entries :]
+        if self.output in ("json", "yaml"):
+            self._raw(new)
+        else:
+            if not self.started:
+                self._emit(render.prologue(current.get("spec") or {}))
+                self.started = True
+            names = render.tool_names(entries)
+            lines: list[str] = []
+            for n, e in enumerate(new, start=self.printed_entries + 1):
+                lines.extend(render.entry_lines(n, e, names, self.limit))
+            self._emit(lines + self._new_events(final=False))
+        self.printed_entries = len(entries)
+        status = current.get("status") or {}
+        done = status.get("phase") in render.TERMINAL
+        committed = (status.get("transcript") or {}).get("entries", 0)
+        if done and len(entries) >= committed:
+            if self.output not in ("json", "yaml"):
+                self._emit(self._new_events(final=True) + render.epilogue(status, now()))
+            return True
+        return False
+
+    def _new_events(self, *, final: bool) -> list[str]:
+        """Events not printed yet, oldest first; the task's end only once it has ended."""
+        status = self.task.get("status") or {}
+        end = status.get("reason") if status.get("phase") in render.TERMINAL else None
+        uid = self.task["metadata"]["uid"]
+        fresh = []
+        for key, obj in self.events.objects.items():
+            if key in self.printed_events or (obj.get("involvedObject") or {}).get("uid") != uid:
+                continue
+            ev = render.TaskEvent.of(obj)
+            if ev is None or (ev.reason == end and not final):
+                continue
+            self.printed_events.add(key)
+            fresh.append(ev)
+        return [render.event_line(ev) for ev in sorted(fresh, key=lambda v: v.time)]
+
+    async def run(self) -> None:
+        """Follow until the task ends; an API failure of a watch ends it with an error."""
+        mirrors = (self.tasks, self.cms, self.events)
+        runs = [asyncio.create_task(m.run()) for m in mirrors]
+        try:
+            # The first lists, before anything is printed.
+            for m in mirrors:
+                await m.changed.wait()
+            while True:
+                for m in mirrors:
+                    if m.error is not None:
+                        if isinstance(m.error, ApiException):
+                            raise from_server(m.error)
+                        raise m.error
+                    m.changed.clear()
+                if await self._show():
+                    return
+                waits = [asyncio.create_task(m.changed.wait()) for m in mirrors]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+                await asyncio.sleep(0.05)  # let a burst of changes (a long entry's parts) land
+        finally:
+            for r in runs:
+                r.cancel()
+            for r in runs:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await r
+
+
+# --- approve / deny ----------------------------------------------------------------------
+
+
+async def full_arguments(reader: Reader, task: dict[str, Any]) -> str | None:
+    """The pending call's arguments as the model wrote them, from the transcript (status holds
+    them clipped); None if the transcript may not be read (a reviewer's role need not allow it).
+    """  # noqa: D205
+    rec = task["status"]["approval"]
+    try:
+        entries = await reader.transcript(task)
+    except ApiException as e:
+        if e.status == 403:
+            return None
+        raise
+    for entry in entries:
+        if entry.kind == "LLM" and entry.iteration == rec.get("iteration"):
+            for call in render.calls_of(entry):
+                if call.get("id") == rec.get("toolCallId"):
+                    return str((call.get("function") or {}).get("arguments", ""))
+    return None
+
+
+def pending(task: dict[str, Any], call: str | None) -> dict[str, Any]:
+    """The call ``task`` waits for a decision on, or why there is none."""
+    meta, status = task["metadata"], task.get("status") or {}
+    rec = status.get("approval") or {}
+    phase = status.get("phase") or "Pending"
+    if phase != "WaitingForApproval" or not rec or rec.get("decision"):
+        raise CliError(
+            f"error: agenttask {meta['name']} has no tool call waiting for approval "
+            f"(phase: {phase})"
+        )
+    if call is not None and call != rec.get("toolCallId"):
+        raise CliError(
+            f"error: call {call} of agenttask {meta['name']} is not waiting for approval; "
+            f"the pending call is {rec.get('toolCallId')} ({rec.get('toolName')})"
+        )
+    return dict(rec)
+
+
+def confirm(io: Io, question: str, yes: bool, verb: str) -> None:
+    """Go on with ``--yes``, or after the user says yes on a terminal; refuse without one."""
+    if yes:
+        return
+    if not io.stdin.isatty():
+        raise CliError(
+            f"error: refusing to {verb} without confirmation: stdin is not a terminal; "
+            "pass --yes to confirm"
+        )
+    io.err.write(f"{question} [y/N]: ")
+    io.err.flush()
+    if io.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise CliError(f"error: not confirmed; nothing was {verb}d")
+
+
+async def decide(
+    reader: Reader,
+    io: Io,
+    namespace: str,
+    name: str,
+    call: str | None,
+    *,
+    decision: str,
+    reason: str,
+    yes: bool,
+    dry_run: bool,
+    output: str | None,
+) -> None:
+    """``approve`` / ``deny``: show the pending call, confirm, create the AgentToolApproval."""
+    task = await reader.task(namespace, name)
+    rec = pending(task, call)
+    args = await full_arguments(reader, task)
+    complete = args is not None
+    if args is None:
+        args = str(rec.get("arguments", ""))
+        complete = call_digest(str(rec.get("toolName")), args) == rec.get("argumentsDigest")
+    elif call_digest(str(rec.get("toolName")), args) != rec.get("argumentsDigest"):
+        raise CliError(
+            "error: the call's arguments in the transcript do not match "
+            "status.approval.argumentsDigest; nothing was decided"
+        )
+    verb = "approve" if decision == "Approve" else "deny"
+    user = await reader.whoami()
+    io.err.write(render.pending_call(task, args, now(), full_arguments=complete))
+    confirm(io, f"{verb.capitalize()} this call as {user}?", yes, verb)
+    body = objects.approval_body(task, decision, user, reason)
+    if dry_run:
+        io.print(dump(body, output or "yaml"))
+        return
+    try:
+        created = await reader.create(APPROVALS, namespace, body)
+    except ApiException as e:
+        if e.status == 409:
+            existing = await reader.kube.get_object(APPROVALS, namespace, body["metadata"]["name"])
+            spec = (existing or {}).get("spec") or {}
+            raise CliError(
+                f"error: this call was decided already: agenttoolapproval "
+                f"{body['metadata']['name']} ({spec.get('decision')} by {spec.get('decidedBy')})"
+            ) from None
+        raise
+    if output in ("json", "yaml"):
+        io.print(dump(created, output))
+        return
+    io.print(
+        f"agenttoolapproval.{GROUP}/{created['metadata']['name']} created "
+        f"({decision} {rec.get('toolName')} {rec.get('toolCallId')} as {user})\n"
+    )
+
+
+# --- retry -------------------------------------------------------------------------------
+
+
+async def retry(
+    reader: Reader,
+    io: Io,
+    namespace: str,
+    name: str,
+    *,
+    from_step: int | None,
+    dry_run: str | None,
+    output: str | None,
+) -> None:
+    """``retry NAME [--from-step N]``: a new task forked from a failed one's transcript."""
+    source = await reader.task(namespace, name)
+    status = source.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Succeeded":
+        raise CliError(f"error: agenttask {name} succeeded; there is nothing to retry")
+    if phase != "Failed":
+        raise CliError(
+            f"error: agenttask {name} is still running (phase: {phase}); "
+            "retry it once it has failed"
+        )
+    if from_step is not None:
+        committed = (status.get("transcript") or {}).get("entries")
+        if committed is None:
+            committed = len(await reader.transcript(source))
+        why = valid_step(from_step, committed)
+        if why is not None:
+            raise CliError(f"error: --from-step {from_step}: {why}")
+    taken = {t["metadata"]["name"] for t in await reader.tasks(namespace)}
+    for _ in range(5):  # another retry may take the name meanwhile: take the next one
+        body = objects.retry_body(source, objects.retry_name(name, taken), from_step)
+        if dry_run == "client":
+            io.print(dump(body, output or "yaml"))
+            return
+        try:
+            created = await reader.create(PLURAL, namespace, body, dry_run=dry_run == "server")
+        except ApiException as e:
+            if e.status == 409:
+                taken.add(body["metadata"]["name"])
+                continue
+            raise
+        if output in ("json", "yaml"):
+            io.print(dump(created, output))
+        else:
+            suffix = " (server dry run)" if dry_run == "server" else ""
+            io.print(f"agenttask.{GROUP}/{created['metadata']['name']} created{suffix}\n")
+        return
+    raise CliError(f"error: could not find a free name for a retry of {name}")
