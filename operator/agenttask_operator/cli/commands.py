@@ -178,43 +178,49 @@ class Follower:
             raise CliError(f"error: agenttask {name} was deleted while following its logs")
         self.task = current
         entries = await self.reader.transcript(current, list(self.cms.objects.values()))
+        status = current.get("status") or {}
+        committed = (status.get("transcript") or {}).get("entries", 0)
+        done = status.get("phase") in render.TERMINAL and len(entries) >= committed
         new = entries[self.printed_entries :]
         if self.output in ("json", "yaml"):
             self._raw(new)
+        elif not self.started:  # what is there already, in order, as ``logs`` prints it
+            fresh = self._fresh_events(final=done)
+            lines = render.transcript_lines(
+                current, entries, fresh, now(), limit=self.limit, end=done
+            )
+            self._emit(lines)
+            self.started = True
         else:
-            if not self.started:
-                self._emit(render.prologue(current.get("spec") or {}))
-                self.started = True
             names = render.tool_names(entries)
-            lines: list[str] = []
+            lines = []
             for n, e in enumerate(new, start=self.printed_entries + 1):
                 lines.extend(render.entry_lines(n, e, names, self.limit))
-            self._emit(lines + self._new_events(final=False))
+            fresh = self._fresh_events(final=done)
+            self._emit(lines + [render.event_line(ev) for ev in fresh])
+            if done:
+                self._emit(render.epilogue(status, now()))
         self.printed_entries = len(entries)
-        status = current.get("status") or {}
-        done = status.get("phase") in render.TERMINAL
-        committed = (status.get("transcript") or {}).get("entries", 0)
-        if done and len(entries) >= committed:
-            if self.output not in ("json", "yaml"):
-                self._emit(self._new_events(final=True) + render.epilogue(status, now()))
-            return True
-        return False
+        return done
 
-    def _new_events(self, *, final: bool) -> list[str]:
-        """Events not printed yet, oldest first; the task's end only once it has ended."""
+    def _fresh_events(self, *, final: bool) -> list[render.TaskEvent]:
+        """Events not printed yet, oldest first; the task's end only once it has ended (and
+        its last steps are printed).
+        """  # noqa: D205
         status = self.task.get("status") or {}
-        end = status.get("reason") if status.get("phase") in render.TERMINAL else None
+        end = {status.get("phase"), status.get("reason")}
         uid = self.task["metadata"]["uid"]
         fresh = []
         for key, obj in self.events.objects.items():
             if key in self.printed_events or (obj.get("involvedObject") or {}).get("uid") != uid:
                 continue
             ev = render.TaskEvent.of(obj)
-            if ev is None or (ev.reason == end and not final):
+            ended = status.get("phase") in render.TERMINAL
+            if ev is None or (ended and ev.reason in end and not final):
                 continue
             self.printed_events.add(key)
             fresh.append(ev)
-        return [render.event_line(ev) for ev in sorted(fresh, key=lambda v: v.time)]
+        return sorted(fresh, key=lambda v: v.time)
 
     async def run(self) -> None:
         """Follow until the task ends; an API failure of a watch ends it with an error."""

@@ -398,9 +398,11 @@ def transcript_lines(
     now: datetime,
     *,
     limit: int | None = CLIP,
+    end: bool = True,
 ) -> list[str]:
-    """The whole transcript, readable: input, every step, the Events among them, the end.
+    """The whole transcript, readable: input, steps, the Events among them, how it stands.
 
+    ``end``: with the last part, how the task stands (its end, or the step in flight).
     An Event about a committed step (a retry, an interruption, an approval) comes just before
     that step; the others by time. Events carry whole seconds, entries more: in the same second
     an Event comes first, except the task's end, which comes after the steps.
@@ -413,7 +415,9 @@ def transcript_lines(
         when = _second(e.time) if e.time is not None else datetime.min.replace(tzinfo=UTC)
         keys.append((when, 1, n))
         items.append((keys[-1], entry_lines(n, e, names, limit)))
-    end = {status.get("phase"), status.get("reason")} if status.get("phase") in TERMINAL else set()
+    final = (
+        {status.get("phase"), status.get("reason")} if status.get("phase") in TERMINAL else set()
+    )
     for i, ev in enumerate(sorted(events, key=lambda v: v.time)):
         at = _second(ev.time)
         step = next(
@@ -427,12 +431,12 @@ def transcript_lines(
         if step is not None:  # just before the step it is about
             key = (keys[step - 1][0], 0, step * 10_000 + i)
         else:
-            key = (at, 2 if ev.reason in end else 0, i)
+            key = (at, 2 if ev.reason in final else 0, i)
         items.append((key, [event_line(ev)]))
     lines = prologue(spec)
     for _, block in sorted(items, key=lambda item: item[0]):
         lines.extend(block)
-    return lines + epilogue(status, now)
+    return lines + epilogue(status, now) if end else lines
 
 
 # --- approvals ---------------------------------------------------------------------------
