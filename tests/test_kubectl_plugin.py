@@ -6,13 +6,16 @@ against the real local control plane, with a real operator and the fake model.
 - ``logs -f`` prints the steps while the task runs (the model is held back after step 2, and
   those steps are read before it is let go) and exits by itself when the task ends;
 - approval: ``approve --yes --reason`` creates the AgentToolApproval and the call runs once;
-  ``deny`` runs nothing; no TTY and no ``--yes`` refuses; a wrong call id refuses;
+  ``deny`` runs nothing; no TTY and no ``--yes`` refuses; a wrong call id refuses; a reviewer
+  with only the chart's approver ClusterRole approves in their own name;
 - errors: a task that does not exist, no pending call, retry of a running / succeeded task;
-  ``retry --dry-run`` of a failed one prints the task it would create.
+  ``retry --dry-run`` of a failed one prints the task it would create;
+- the README's ``logs`` and ``steps`` output is what they print after ``make demo``'s run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import re
@@ -26,15 +29,26 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_asyncio import client
-from localcluster import LocalCluster
+from localcluster import REPO, LocalCluster
 
 from fakeopenai import FakeServer, Reply, completion, error, tool_messages
 from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
 from operatorproc import OperatorProcess
+from packaging_helpers import (
+    approver_binding,
+    docs,
+    helm_template,
+    kubectl_apply,
+    service_account_token,
+    token_kubeconfig,
+)
 from scenarios import DISK_INPUT, disk_model
 from test_agenttask_e2e import make_logs
+from test_demo import run_demo
 
 pytestmark = pytest.mark.cluster
+
+APPROVER_TEMPLATE = ("templates/approver-clusterrole.yaml",)
 
 PLUGIN = Path(sys.executable).parent / "kubectl-agenttask"  # installed with the package
 
@@ -448,3 +462,81 @@ async def test_retry_of_a_failed_task(
                 "--dry-run", "-n", namespace),
         "error: --from-step 3: the task has no committed step",
     )  # fmt: skip
+
+
+async def test_a_reviewer_with_only_the_approver_role_approves(
+    api: client.ApiClient,
+    cluster: LocalCluster,
+    plugin_path: Path,
+    namespace: str,
+    fake: FakeServer,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """The chart's approver ClusterRole is all ``approve`` needs (it may not read the
+    transcript's ConfigMaps: the call shown is status.approval's); ``decidedBy`` is the
+    reviewer's own user name, a ServiceAccount here.
+    """
+    objs = docs(helm_template(tmp_path, "agenttask-system", show_only=APPROVER_TEMPLATE))
+    binding = approver_binding(namespace, objs[0]["metadata"]["name"], "reviewer")
+    sa = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reviewer"))
+    await client.CoreV1Api(api).create_namespaced_service_account(namespace, sa)
+    kubectl_apply(cluster, tmp_path, [*objs, binding])
+    token = await service_account_token(api, namespace, "reviewer")
+    kubeconfig = token_kubeconfig(cluster, token, tmp_path / "reviewer.kubeconfig")
+    me = f"system:serviceaccount:{namespace}:reviewer"
+
+    fake.llm = one_call
+    fake.tools["apply_change"] = lambda call, n: Reply(body="applied")
+    operator.start()
+    await create_task(api, namespace, "rev", approval_task(fake))
+    await waiting(api, namespace, "rev")
+
+    def approve() -> subprocess.CompletedProcess[str]:
+        return kubectl(cluster, plugin_path, "agenttask", "approve", "rev", "--yes", "-n",
+                       namespace, KUBECONFIG=str(kubeconfig))  # fmt: skip
+
+    async def approved() -> subprocess.CompletedProcess[str] | None:
+        proc = await asyncio.to_thread(approve)  # the authorizer learns of the binding late
+        return None if proc.returncode != 0 and "Forbidden" in proc.stderr else proc
+
+    out = ok(await eventually(approved, within=30, what="the reviewer's approval"))
+    assert f"created (Approve apply_change call_x1 as {me})" in out
+    st = (await wait_phase(api, namespace, "rev"))["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["approval"]["decidedBy"] == me
+    assert len(fake.deliveries) == 1
+
+
+def shape(line: str) -> str:
+    """A transcript line without what changes from run to run (times, sizes, durations)."""
+    if line.startswith("--- "):
+        return " · ".join(line.split(" · ")[:2])
+    if line.startswith(("* ", "! ")):
+        return line[:2] + line.split(" ", 2)[2].split(":", 1)[0]
+    if line.startswith("result: "):
+        return "result"
+    return re.sub(r"\d+(\.\d+)?", "N", line)
+
+
+def readme_output(command: str) -> list[str]:
+    """The lines the README shows under ``$ <command>``."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = lines.index(f"$ {command}") + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith(("$ ", "```")))
+    return lines[start:end]
+
+
+def test_the_readme_shows_what_logs_prints_after_the_demo(
+    cluster: LocalCluster, plugin_path: Path, crd: Path, namespace: str
+) -> None:
+    run_demo(cluster, namespace)
+    for command in ("kubectl agenttask logs disk-cleanup", "kubectl agenttask steps disk-cleanup"):
+        out = ok(kubectl(cluster, plugin_path, *command.split()[1:], "-n", namespace))
+        shown = readme_output(command)
+        if "steps" in command:  # durations vary
+            assert [r[:5] + r[6:] for r in rows(out)] == [
+                r[:5] + r[6:] for r in rows("\n".join(shown))
+            ]
+        else:
+            assert [shape(line) for line in out.splitlines()] == [shape(line) for line in shown]
