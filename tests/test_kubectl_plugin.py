@@ -540,3 +540,42 @@ def test_the_readme_shows_what_logs_prints_after_the_demo(
             ]
         else:
             assert [shape(line) for line in out.splitlines()] == [shape(line) for line in shown]
+
+
+def crd_knows_fork_from() -> bool:
+    """Whether crds/' AgentTask schema has ``spec.forkFrom`` (built on another branch)."""
+    crd = yaml.safe_load((REPO / "crds" / "agenttask.dev_agenttasks.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return "forkFrom" in schema["properties"]["spec"]["properties"]
+
+
+async def test_retry_creates_the_fork_or_is_refused_by_a_crd_without_fork_from(
+    api: client.ApiClient, cluster: LocalCluster, plugin_path: Path, crd: Path, namespace: str
+) -> None:
+    """The retry is created with strict field validation: with ``spec.forkFrom`` in the CRD it
+    is the new task; without, the API server refuses it instead of dropping ``forkFrom`` and
+    running the task from scratch. (No operator here: the source's failure is written as the
+    operator would write it.)
+    """
+    await create_task(api, namespace, "gone-wrong", {"input": "x", "model": {"name": "m"}})
+    co = client.CustomObjectsApi(api)
+    failed = {"status": {"phase": "Failed", "reason": "RetriesExhausted", "error": "HTTP 503"}}
+    await co.patch_namespaced_custom_object_status(
+        "agenttask.dev", "v1alpha1", namespace, "agenttasks", "gone-wrong", failed,
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    proc = kubectl(cluster, plugin_path, "agenttask", "retry", "gone-wrong", "-n", namespace)
+    if crd_knows_fork_from():
+        assert ok(proc) == "agenttask.agenttask.dev/gone-wrong-retry-1 created\n"
+        fork = await get_task(api, namespace, "gone-wrong-retry-1")
+        assert fork["spec"]["forkFrom"] == {"name": "gone-wrong"}
+    else:
+        refused(
+            proc,
+            'Error from server (BadRequest): AgentTask in version "v1alpha1" cannot be handled '
+            'as a AgentTask: strict decoding error: unknown field "spec.forkFrom"',
+        )
+        tasks = await co.list_namespaced_custom_object(
+            "agenttask.dev", "v1alpha1", namespace, "agenttasks"
+        )
+        assert [t["metadata"]["name"] for t in tasks["items"]] == ["gone-wrong"]
