@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agenttask_operator.cli import objects, render
+from agenttask_operator.cli import logview, objects, render
 from agenttask_operator.cli.main import parser
 from agenttask_operator.core.steps import numbered, step_entry, up_to, valid_step
 from agenttask_operator.models import Entry
@@ -176,8 +176,8 @@ def test_outcomes() -> None:
 # --- the readable transcript -------------------------------------------------------------
 
 
-def event(seconds: float, reason: str, message: str, type_: str = "Normal") -> render.TaskEvent:
-    return render.TaskEvent(at(seconds).replace(microsecond=0), type_, reason, message)
+def event(seconds: float, reason: str, message: str, type_: str = "Normal") -> logview.TaskEvent:
+    return logview.TaskEvent(at(seconds).replace(microsecond=0), type_, reason, message)
 
 
 def test_transcript_lines_put_events_next_to_their_steps() -> None:
@@ -193,7 +193,7 @@ def test_transcript_lines_put_events_next_to_their_steps() -> None:
         event(70, "Succeeded", "The model answered after 3 LLM call(s)."),
         event(70, "Retrying", "LLM request 3, attempt 1 failed: HTTP 429", "Warning"),
     ]
-    lines = render.transcript_lines(task(reason="Completed"), DISK, events, at(100))
+    lines = logview.transcript_lines(task(reason="Completed"), DISK, events, at(100))
     assert lines == [
         "user: I ran out of disk space.",
         "* 03:00:00 Started: The agent loop has started.",
@@ -217,10 +217,10 @@ def test_transcript_lines_put_events_next_to_their_steps() -> None:
 
 def test_long_results_are_clipped_unless_full() -> None:
     entries = (llm(1, (("c1", "dump", "{}"),)), tool(1, "c1", "x" * 1200, is_error=True))
-    clipped = render.transcript_lines(task("Failed", reason="R", error="boom"), entries, [], T0)
+    clipped = logview.transcript_lines(task("Failed", reason="R", error="boom"), entries, [], T0)
     assert clipped[-2] == "error: " + "x" * 500 + "… [700 more characters; --full shows all]"
     assert clipped[-1] == "=== Failed (R): boom"
-    full = render.transcript_lines(task(), entries, [], T0, limit=None)
+    full = logview.transcript_lines(task(), entries, [], T0, limit=None)
     assert full[-2] == "error: " + "x" * 1200
 
 
@@ -231,7 +231,7 @@ def test_a_running_task_ends_with_what_it_waits_for() -> None:
         approval={"toolName": "apply", "toolCallId": "call_1"},
         lastError="HTTP 503",
     )
-    lines = render.transcript_lines(status, (), [], T0)
+    lines = logview.transcript_lines(status, (), [], T0)
     assert lines[-3:] == [
         "=== WaitingForApproval: tool apply in flight",
         "last error: HTTP 503",
@@ -240,7 +240,7 @@ def test_a_running_task_ends_with_what_it_waits_for() -> None:
 
 
 def test_multi_line_text_is_indented_under_its_label() -> None:
-    lines = render.entry_lines(1, llm(1, text="one\ntwo"), {}, None)
+    lines = logview.entry_lines(1, llm(1, text="one\ntwo"), {}, None)
     assert lines[1] == "assistant: one\n           two"
 
 

@@ -18,6 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agenttask_operator.cli import commands
 from agenttask_operator.cli.client import CliError, Reader, connect, from_server
+from agenttask_operator.cli.output import Io
 
 PROG = "kubectl agenttask"
 EXAMPLES = """\
@@ -102,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> None:
     """Connect and run the subcommand."""
     target = await connect(args.kubeconfig, args.context, args.namespace)
-    reader, io = Reader(target.api), commands.Io()
+    reader, io = Reader(target.api), Io()
     ns = target.namespace
     try:
         match args.command:
