@@ -4,7 +4,8 @@ against the real local control plane, with a real operator and the fake model.
 - a finished task: ``list``/``get`` (also through a kubeconfig context's namespace and
   ``--kubeconfig``), ``steps``, ``logs`` (readable and ``-o json``, the stored entries);
 - ``logs -f`` prints the steps while the task runs (the model is held back after step 2, and
-  those steps are read before it is let go) and exits by itself when the task ends;
+  those steps are read before it is let go) and exits by itself when the task ends, or with an
+  error when the task is deleted meanwhile;
 - approval: ``approve --yes --reason`` creates the AgentToolApproval and the call runs once;
   ``deny`` runs nothing; no TTY and no ``--yes`` refuses; a wrong call id refuses; a reviewer
   with only the chart's approver ClusterRole approves in their own name;
@@ -579,3 +580,26 @@ async def test_retry_creates_the_fork_or_is_refused_by_a_crd_without_fork_from(
             "agenttask.dev", "v1alpha1", namespace, "agenttasks"
         )
         assert [t["metadata"]["name"] for t in tasks["items"]] == ["gone-wrong"]
+
+
+async def test_logs_follow_of_a_task_deleted_meanwhile_ends_with_an_error(
+    api: client.ApiClient, cluster: LocalCluster, plugin_path: Path, crd: Path, namespace: str
+) -> None:
+    await create_task(api, namespace, "short-lived", {"input": "hi", "model": {"name": "m"}})
+    proc = start(cluster, plugin_path, "agenttask", "logs", "short-lived", "-f", "-n", namespace)
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=reader, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        assert read_until(lines, "user: ", 60) == ["user: hi"]
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "agenttask.dev", "v1alpha1", namespace, "agenttasks", "short-lived"
+        )
+        assert await asyncio.to_thread(proc.wait, 60) == 1
+        assert proc.stderr is not None
+        assert "error: agenttask short-lived was deleted while following its logs" in (
+            proc.stderr.read()
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
