@@ -4,6 +4,7 @@ objects it creates, and its command line.
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,10 @@ from typing import Any
 import pytest
 
 from agenttask_operator.cli import logview, objects, render
+from agenttask_operator.cli.client import CliError
+from agenttask_operator.cli.commands import confirm
 from agenttask_operator.cli.main import parser
+from agenttask_operator.cli.output import Io
 from agenttask_operator.core.steps import numbered, step_entry, up_to, valid_step
 from agenttask_operator.models import Entry
 
@@ -335,3 +339,38 @@ def test_kubectl_flags_before_or_after_the_subcommand() -> None:
     assert (a.all_namespaces, a.output, a.namespace, a.kubeconfig) == (True, "wide", None, None)
     a = p.parse_args(["retry", "t", "--from-step", "3", "--dry-run"])
     assert (a.from_step, a.dry_run) == (3, "client")
+
+
+class Terminal(io.StringIO):
+    """A stdin that says it is a terminal, with the user's answer in it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_confirmation_is_asked_on_a_terminal_and_required_without_one() -> None:
+    err = io.StringIO()
+    confirm(Io(err=err, stdin=Terminal("y\n")), "Approve this call as alice?", False, "approve")
+    assert err.getvalue() == "Approve this call as alice? [y/N]: "
+    with pytest.raises(CliError, match="error: not confirmed; nothing was denied"):
+        confirm(Io(err=io.StringIO(), stdin=Terminal("\n")), "Deny?", False, "deny")
+    with pytest.raises(CliError, match="stdin is not a terminal; pass --yes to confirm"):
+        confirm(Io(err=io.StringIO(), stdin=io.StringIO("y\n")), "Approve?", False, "approve")
+    confirm(Io(err=io.StringIO(), stdin=io.StringIO("")), "Approve?", True, "approve")  # --yes
+
+
+def test_the_pending_call_is_shown_in_full() -> None:
+    t = waiting_task(purpose="Rerun", requestedAt="2026-11-26T02:59:00Z")
+    text = logview.pending_call(t, '{"change": "scale web to 3"}', T0, full_arguments=True)
+    assert text.splitlines() == [
+        "Task:      ns/disk (waiting 60s)",
+        "Tool:      apply",
+        "Call:      call_X1 (iteration 1)",
+        "Arguments: {",
+        '             "change": "scale web to 3"',
+        "           }",
+        "Digest:    sha256:abc",
+        "Purpose:   Rerun: the operator stopped while this call ran; its effect is unknown",
+    ]
+    clipped = logview.pending_call(t, "{", T0, full_arguments=False)
+    assert "Arguments: {\n           [clipped in status.approval]" in clipped

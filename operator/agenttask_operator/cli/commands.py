@@ -122,6 +122,9 @@ def pending(task: dict[str, Any], call: str | None) -> dict[str, Any]:
     return dict(rec)
 
 
+PAST = {"approve": "approved", "deny": "denied"}
+
+
 def confirm(io: Io, question: str, yes: bool, verb: str) -> None:
     """Go on with ``--yes``, or after the user says yes on a terminal; refuse without one."""
     if yes:
@@ -134,7 +137,7 @@ def confirm(io: Io, question: str, yes: bool, verb: str) -> None:
     io.err.write(f"{question} [y/N]: ")
     io.err.flush()
     if io.stdin.readline().strip().lower() not in ("y", "yes"):
-        raise CliError(f"error: not confirmed; nothing was {verb}d")
+        raise CliError(f"error: not confirmed; nothing was {PAST[verb]}")
 
 
 async def decide(
