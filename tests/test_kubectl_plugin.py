@@ -144,6 +144,18 @@ async def test_get_steps_and_logs_of_a_finished_task(
     assert [r[0] for r in table[1:]] == ["disk"]
     out = ok(kubectl(cluster, plugin_path, "agenttask", "list", "--kubeconfig", str(other)))
     assert [r[0] for r in rows(out)[1:]] == ["disk"]
+    context = cfg["contexts"][0]["name"]  # --context picks it (and its namespace)
+    cfg["current-context"] = "elsewhere"
+    cfg["contexts"].append(
+        {
+            "name": "elsewhere",
+            "context": {**cfg["contexts"][0]["context"], "namespace": "kube-system"},
+        }
+    )
+    other.write_text(yaml.safe_dump(cfg))
+    out = ok(kubectl(cluster, plugin_path, "agenttask", "list", "--context", context,
+                     KUBECONFIG=str(other)))  # fmt: skip
+    assert [r[0] for r in rows(out)[1:]] == ["disk"]
 
     steps = rows(ok(kubectl(cluster, plugin_path, "agenttask", "steps", "disk", "-n", namespace)))
     assert steps[0] == [
@@ -212,6 +224,10 @@ async def test_errors_for_a_task_that_does_not_exist(
     refused(
         kubectl(cluster, plugin_path, "agenttask", "list", "--kubeconfig", "/nonexistent"),
         "Error: stat /nonexistent: no such file or directory",
+    )
+    refused(
+        kubectl(cluster, plugin_path, "agenttask", "list", "--context", "nope"),
+        'error: context "nope" does not exist',
     )
 
 

@@ -51,6 +51,23 @@ def from_server(e: ApiException) -> CliError:
     return CliError(f"Error from server ({reason}): {message}")
 
 
+async def raise_for_status(resp: Any) -> None:
+    """Raise ApiException (with the body) for a raw answer that is not a success."""
+    if not 200 <= resp.status <= 299:
+        exc = ApiException(status=resp.status, reason=resp.reason)
+        exc.body = await resp.read()
+        raise exc
+
+
+async def read_json(resp: Any) -> dict[str, Any]:
+    """A raw answer's JSON body, once it is known to be a success; the answer is released."""
+    try:
+        await raise_for_status(resp)
+        return cast(dict[str, Any], json.loads(await resp.read()))
+    finally:
+        resp.release()
+
+
 @dataclass
 class Target:
     """Where to work: the API client and the namespace commands default to."""
@@ -85,6 +102,8 @@ async def connect(kubeconfig: str | None, context: str | None, namespace: str | 
                 config_file=files, context=context, client_configuration=cfg, persist_config=False
             )
         except config.ConfigException as e:
+            if context is not None and f"name {context} in" in str(e):
+                raise CliError(f'error: context "{context}" does not exist') from None
             raise CliError(f"Error: {e}") from None
         ctx = loader.current_context
         ns = (ctx.get("context") or {}).get("namespace") if isinstance(ctx, dict) else None
@@ -147,16 +166,13 @@ class Reader:
         """The Events of this task (this uid); none if they may not be read."""
         meta = task["metadata"]
         selector = f"involvedObject.name={meta['name']},involvedObject.kind=AgentTask"
-        try:
-            resp = await self.core.list_namespaced_event(
-                meta["namespace"], field_selector=selector, _preload_content=False
-            )
-            found = json.loads(await resp.read())
+        resp = await self.core.list_namespaced_event(
+            meta["namespace"], field_selector=selector, _preload_content=False
+        )
+        if resp.status == 403:
             resp.release()
-        except ApiException as e:
-            if e.status == 403:
-                return []
-            raise
+            return []
+        found = await read_json(resp)
         items = found.get("items") or []
         return [e for e in items if (e.get("involvedObject") or {}).get("uid") == meta["uid"]]
 
@@ -195,10 +211,7 @@ async def watch(
         **kwargs,
     )
     try:
-        if resp.status != 200:
-            exc = ApiException(status=resp.status, reason=resp.reason)
-            exc.body = await resp.read()
-            raise exc
+        await raise_for_status(resp)
         buffer = b""
         async for chunk in resp.content.iter_any():
             buffer += chunk
@@ -224,12 +237,7 @@ class Mirror:
 
     async def _list(self) -> str:
         resp = await self.fetch(*self.args, _preload_content=False, **self.kwargs)
-        found = json.loads(await resp.read())
-        resp.release()
-        if resp.status != 200:
-            exc = ApiException(status=resp.status, reason=resp.reason)
-            exc.body = json.dumps(found).encode()
-            raise exc
+        found = await read_json(resp)
         self.objects = {o["metadata"]["name"]: o for o in found.get("items") or []}
         self.changed.set()
         return str((found.get("metadata") or {}).get("resourceVersion", ""))

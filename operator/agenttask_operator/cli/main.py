@@ -135,6 +135,8 @@ async def run(args: argparse.Namespace) -> None:
             f"The connection to the server {target.host} was refused - did you specify the "
             f"right host or port? ({e})"
         ) from None
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise CliError(f"error: talking to the server {target.host}: {e!r}") from None
     finally:
         await target.api.close()
 
