@@ -90,6 +90,7 @@ class ToolCall:
     idempotency_key: str | None
     body: dict[str, Any]
     time: float
+    headers: dict[str, str] = field(default_factory=dict)  # every header, names lower-case
 
 
 LlmHandler = Callable[[dict[str, Any]], Reply]
@@ -152,7 +153,11 @@ class FakeServer:
     async def _tool(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         call = ToolCall(
-            name, request.headers.get("Idempotency-Key"), await request.json(), time.monotonic()
+            name,
+            request.headers.get("Idempotency-Key"),
+            await request.json(),
+            time.monotonic(),
+            {k.lower(): v for k, v in request.headers.items()},
         )
         with self._lock:
             self.deliveries.append(call)

@@ -57,8 +57,10 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, **extra_env: str) -> OperatorProcess:
-        """Start (again); ``extra_env`` applies to this start only (e.g. fault injection)."""
+    def start(self, *args: str, **extra_env: str) -> OperatorProcess:
+        """Start (again); ``args`` (flags, e.g. ``-v``) and ``extra_env`` apply to this start
+        only (e.g. fault injection).
+        """
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTTASK_"))}
         env |= {
             "KUBECONFIG": str(self.kubeconfig),
@@ -74,7 +76,7 @@ class OperatorProcess:
         with self.log.open("ab") as f:
             f.write(f"\n===== start #{self.starts} =====\n".encode())
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agenttask_operator", *scope],
+                [sys.executable, "-m", "agenttask_operator", *scope, *args],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

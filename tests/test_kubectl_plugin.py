@@ -477,7 +477,7 @@ async def test_retry_of_a_failed_task(
     refused(
         kubectl(cluster, plugin_path, "agenttask", "retry", "broken", "--from-step", "3",
                 "--dry-run", "-n", namespace),
-        "error: --from-step 3: the task has no committed step",
+        "error: --from-step 3: step 3 does not exist: the task has no committed step",
     )  # fmt: skip
 
 

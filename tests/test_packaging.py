@@ -231,11 +231,13 @@ def test_values_reach_the_deployment(tmp_path: Path) -> None:
         "optional": False,
     }
     assert c["args"][-1] == "--verbose"
+    assert env["AGENTTASK_LOG_FORMAT"]["value"] == "json"  # the chart's default: for pipelines
     no_key = {"model": {"baseUrl": "", "apiKeySecret": {"name": "", "key": "k", "optional": True}}}
     deploy = only(docs(helm_template(tmp_path, "ops", no_key)), "Deployment")
     (c,) = deploy["spec"]["template"]["spec"]["containers"]
     replica = {"POD_NAME", "POD_NAMESPACE", "AGENTTASK_REPLICA_GROUP", "AGENTTASK_LEASE_SECONDS"}
-    assert {e["name"] for e in c["env"]} == {"AGENTTASK_WORKSPACE", *replica}
+    always = {"AGENTTASK_WORKSPACE", "AGENTTASK_LOG_FORMAT"}
+    assert {e["name"] for e in c["env"]} == always | replica
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["AGENTTASK_LEASE_SECONDS"]["value"] == "15"

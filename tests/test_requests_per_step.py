@@ -28,6 +28,7 @@ from localcluster import REPO, LocalCluster
 from fakeopenai import FakeServer, Reply, ToolCall, completion, tool_messages
 from kubehelpers import api_client, create_task, kubectl, new_namespace, wait_phase
 from operatorproc import OperatorProcess, operator_env
+from otlpreceiver import Receiver
 
 pytestmark = pytest.mark.cluster
 
@@ -107,13 +108,18 @@ def size(obj: Any) -> int:
     return len(json.dumps(obj, separators=(",", ":")).encode())
 
 
+@pytest.mark.parametrize("traces", [False, True], ids=["plain", "traces"])
 async def test_two_requests_per_step_and_bytes_that_do_not_grow(
-    audited: LocalCluster, admin: client.ApiClient, fake: FakeServer, tmp_path: Path
+    audited: LocalCluster, admin: client.ApiClient, fake: FakeServer, tmp_path: Path, traces: bool
 ) -> None:
+    """With traces on too: the trace's ids ride on a step intent, never a request of their own."""
     namespace = await new_namespace(admin)
     fake.llm = model
     fake.tools["dump"] = dump
     env = operator_env(fake.base_url, tmp_path / "ws", tmp_path / "faults")
+    receiver = Receiver().start()
+    if traces:
+        env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
     operator = OperatorProcess(audited.kubeconfig, namespace, tmp_path / "operator.log", env)
     operator.start()
     started = time.monotonic()
@@ -135,9 +141,12 @@ async def test_two_requests_per_step_and_bytes_that_do_not_grow(
         obj = await wait_phase(admin, namespace, "grow", within=120)
     finally:
         operator.stop()
+        receiver.stop()
         ran = time.monotonic() - started
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
+    assert ("traceContext" in st) is traces
+    assert len(receiver.named("execute_tool")) == (ITERATIONS if traces else 0)
     assert st["iterations"] + st["toolCalls"] == STEPS
     assert st["transcript"]["bytes"] > ITERATIONS * OUTPUT
 

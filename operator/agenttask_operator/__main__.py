@@ -16,6 +16,7 @@ import kopf
 
 from agenttask_operator import handlers
 from agenttask_operator.core.urls import valid_pattern
+from agenttask_operator.effects import logs
 from agenttask_operator.handlers.context import Settings, scrub_openai_environment
 
 
@@ -67,7 +68,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     ap.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    ap.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=os.environ.get("AGENTTASK_LOG_FORMAT") or "plain",
+        help=(
+            "plain: one line of text per record (default; for a terminal); json: one JSON "
+            "object per line with namespace, name, uid, step and attempt on every line about "
+            "a task (the chart's default). Default $AGENTTASK_LOG_FORMAT"
+        ),
+    )
     args = ap.parse_args(argv)
+    if args.log_format not in logs.FORMATS:  # from the environment: argparse checks flags only
+        ap.error(f"AGENTTASK_LOG_FORMAT: {args.log_format!r} is not one of plain, json")
     bad = [p for p in args.allowed_host or () if not valid_pattern(p)]
     if bad:
         ap.error(f"--allowed-host: not a host, *.domain, IP or CIDR pattern: {', '.join(bad)}")
@@ -90,10 +103,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     """Run the operator until interrupted."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.log_format, verbose=args.verbose)
     if not args.verbose:  # one "Handler succeeded" line per watch event is noise
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         # One INFO line per HTTP request; and the MCP SDK logs, with a traceback, every answer

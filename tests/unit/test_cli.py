@@ -15,8 +15,9 @@ from agenttask_operator.cli import logview, objects, render
 from agenttask_operator.cli.client import CliError
 from agenttask_operator.cli.commands import confirm
 from agenttask_operator.cli.main import parser
+from agenttask_operator.cli.objects import valid_step
 from agenttask_operator.cli.output import Io
-from agenttask_operator.core.steps import numbered, step_entry, up_to, valid_step
+from agenttask_operator.core.fork import numbered
 from agenttask_operator.models import Entry
 
 T0 = datetime(2026, 11, 26, 3, 0, 0, tzinfo=UTC)
@@ -92,12 +93,12 @@ def task(phase: str = "Succeeded", **status: Any) -> dict[str, Any]:
 
 def test_steps_are_the_committed_entries_counted_from_one() -> None:
     assert [n for n, _ in numbered(DISK)] == [1, 2, 3, 4, 5]
-    assert step_entry(DISK, 1) is DISK[0] and step_entry(DISK, 5) is DISK[4]
-    assert step_entry(DISK, 0) is None and step_entry(DISK, 6) is None
-    assert up_to(DISK, 2) == list(DISK[:2]) and up_to(DISK, 9) == list(DISK)
-    assert valid_step(3, 5) is None
-    assert valid_step(6, 5) == "step 6 does not exist: the task has steps 1 to 5"
-    assert valid_step(1, 0) == "the task has no committed step"
+    assert valid_step(3, 5) is None and valid_step(0, 5) is None and valid_step(0, 0) is None
+    assert valid_step(6, 5) == "step 6 does not exist: the task has steps 1 to 5 (0: copy none)"
+    assert valid_step(-1, 5) is not None
+    assert valid_step(1, 0) == (
+        "step 1 does not exist: the task has no committed step (0: copy none)"
+    )
 
 
 # --- ages and tables ---------------------------------------------------------------------

@@ -14,9 +14,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agenttask_operator.cli import logview, objects, render
 from agenttask_operator.cli.client import CliError, Reader
 from agenttask_operator.cli.follow import Follower
+from agenttask_operator.cli.objects import valid_step
 from agenttask_operator.cli.output import Io, as_list, dump, now, raw_entries
 from agenttask_operator.core.approval import call_digest
-from agenttask_operator.core.steps import valid_step
 from agenttask_operator.effects.kube import GROUP, PLURAL
 from agenttask_operator.models.approval import PLURAL as APPROVALS
 

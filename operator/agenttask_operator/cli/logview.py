@@ -26,7 +26,7 @@ from agenttask_operator.cli.render import (
     took,
     tool_names,
 )
-from agenttask_operator.core.steps import numbered
+from agenttask_operator.core.fork import numbered
 from agenttask_operator.models import Entry
 
 

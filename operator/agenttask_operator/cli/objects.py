@@ -71,6 +71,17 @@ def approval_body(
     }
 
 
+def valid_step(step: int, committed: int) -> str | None:
+    """Why ``--from-step step`` cannot fork a task of ``committed`` steps (numbered as
+    ``core.fork.numbered`` does, from 1; 0 copies none); None if it can.
+    """  # noqa: D205
+    if 0 <= step <= committed:
+        return None
+    if committed == 0:
+        return f"step {step} does not exist: the task has no committed step (0: copy none)"
+    return f"step {step} does not exist: the task has steps 1 to {committed} (0: copy none)"
+
+
 def retry_name(source: str, taken: Collection[str]) -> str:
     """``<source>-retry-<n>`` with the smallest ``n`` ≥ 1 not in ``taken``."""
     n = 1

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agenttask_operator.core.steps import numbered
+from agenttask_operator.core.fork import numbered
 from agenttask_operator.models import Entry
 
 CLIP = 500  # characters of a tool result or arguments shown without --full

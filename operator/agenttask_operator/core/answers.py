@@ -34,11 +34,15 @@ REASON = "ModelResponseInvalid"
 
 @dataclass(frozen=True)
 class Reply:
-    """The assistant message (OpenAI format), its usage and why generation stopped."""
+    """The assistant message (OpenAI format), its usage and why generation stopped; the model
+    and completion id the server named, if it did (for traces only: never stored).
+    """  # noqa: D205
 
     message: dict[str, Any]
     usage: Usage | None
     finish_reason: str | None
+    model: str | None = None
+    id: str | None = None
 
 
 def preview(body: bytes, limit: int = PREVIEW_BYTES) -> str:
@@ -86,7 +90,14 @@ def parse_completion(content_type: str | None, body: bytes, iteration: int) -> R
     if isinstance(usage, str):
         return _permanent(f"{usage} {seen}")
     finish = choice.get("finish_reason")
-    return Reply(reply, usage, finish if isinstance(finish, str) else None)
+    named, cid = data.get("model"), data.get("id")
+    return Reply(
+        reply,
+        usage,
+        finish if isinstance(finish, str) else None,
+        named if isinstance(named, str) else None,
+        cid if isinstance(cid, str) else None,
+    )
 
 
 def _content(value: Any) -> str | bool | None:

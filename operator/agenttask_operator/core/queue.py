@@ -82,6 +82,7 @@ def seen(obj: Mapping[str, Any]) -> Seen | None:
     ref = ((spec.get("model") or {}).get("modelRef") or {}).get("name")
     ended = status.get("phase") in ("Succeeded", "Failed") or "deletionTimestamp" in meta
     waiting = not status.get("startTime") and not ended and not spec.get("suspend")
+    waiting = waiting and status.get("reason") != "WaitingForForkSource"  # not in a queue yet
     return Seen(
         uid, namespace, name, str(meta.get("creationTimestamp") or ""),
         ref if isinstance(ref, str) else None, waiting, ended,

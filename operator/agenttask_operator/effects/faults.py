@@ -2,8 +2,9 @@
 
 ``AGENTTASK_FAULT_PAUSE=point[,point…]`` makes the operator stop at each named point: it
 touches ``$AGENTTASK_FAULT_DIR/<point>`` and sleeps forever, so that a test can SIGKILL it
-exactly there. Points: ``after-append:<LLM|Tool>:<iteration>`` (a step's result is stored)
-and ``before-intent:<LLM|Tool>:<iteration>`` (the next step is about to be recorded).
+exactly there. Points: ``after-append:<LLM|Tool>:<iteration>`` (a step's result is stored),
+``before-intent:<LLM|Tool>:<iteration>`` (the next step is about to be recorded) and
+``fork-copy:<step>`` (a fork is about to copy its source's step ``<step>``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx2
@@ -20,6 +20,7 @@ import openai
 
 from agenttask_operator.core.answers import Reply, parse_completion
 from agenttask_operator.core.errors import Failure, is_transient_status, llm_reason
+from agenttask_operator.effects import tracing
 from agenttask_operator.models import ModelSpec
 
 BODY_LIMIT = 32 * 1024 * 1024  # bytes of a model's answer read at most
@@ -106,6 +107,15 @@ def classify(exc: Exception) -> Failure:
     return Failure(f"{type(exc).__name__}: {exc}", transient=True, reason="ModelError")
 
 
+def without_key(failure: Failure, key: str | None) -> Failure:
+    """``failure`` with the request's key masked: a server (a gateway, a proxy) may quote the
+    key it refused in its error, and that message goes to status, Events and the log.
+    """  # noqa: D205
+    if not key or key not in failure.message:
+        return failure
+    return replace(failure, message=failure.message.replace(key, "[redacted]"))
+
+
 async def chat(
     model: ModelSpec,
     *,
@@ -137,8 +147,11 @@ async def chat(
         kwargs["temperature"] = model.temperature
     if model.max_tokens is not None:
         kwargs["max_tokens"] = model.max_tokens
+    headers: dict[str, Any] = tracing.headers()  # traceparent, when traces are on
     if credentials.api_key is None:
-        kwargs["extra_headers"] = {"Authorization": openai.omit}
+        headers["Authorization"] = openai.omit
+    if headers:
+        kwargs["extra_headers"] = headers
     client = _client(base_url, credentials)
     try:
         # The SDK's timeout bounds each read; this bounds the whole answer (one that trickles in).
@@ -152,7 +165,7 @@ async def chat(
         msg = f"no complete answer within {timeout_seconds:g}s"
         raise StepFailed(Failure(msg, transient=True, reason="ModelTimeout")) from None
     except openai.OpenAIError as e:
-        raise StepFailed(classify(e)) from e
+        raise StepFailed(without_key(classify(e), credentials.api_key)) from e
     except httpx2.HTTPError as e:  # the body broke off after the status line
         msg = f"connection error while reading the answer: {type(e).__name__}: {e}"
         raise StepFailed(Failure(msg, transient=True, reason="ModelUnavailable")) from e
@@ -162,6 +175,7 @@ async def chat(
     reply = parse_completion(content_type, body, iteration)
     if isinstance(reply, Failure):
         raise StepFailed(reply)
+    tracing.reply(reply)
     return reply
 
 

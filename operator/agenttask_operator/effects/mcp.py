@@ -60,6 +60,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agenttask_operator.core.errors import Failure, is_transient_status
 from agenttask_operator.core.urls import redact
+from agenttask_operator.effects import tracing
 from agenttask_operator.effects.llm import StepFailed, retry_after_seconds
 from agenttask_operator.effects.tools import ToolResult
 from agenttask_operator.models.toolserver import Discovery, McpTool
@@ -417,8 +418,10 @@ async def call_tool(
     arguments: dict[str, Any],
     idempotency_key: str,
 ) -> ToolResult:
-    """Call one tool in a session of its own. Raises StepFailed (see the module's contract)."""
-    sent = {**headers, IDEMPOTENCY_HEADER: idempotency_key}
+    """Call one tool in a session of its own. Raises StepFailed (see the module's contract).
+    The requests carry the trace's ``traceparent`` too, when traces are on.
+    """  # noqa: D205
+    sent = {**headers, IDEMPOTENCY_HEADER: idempotency_key, **tracing.headers()}
     guard = _Guard(url, headers, timeout)
     try:
         async with guard.deadline, _session(url, sent, timeout, guard.recorder) as client:

@@ -6,7 +6,8 @@ call id>``. A 2xx body becomes the tool message. A 4xx, invalid JSON arguments o
 tool name go back to the model as an error message (the model may correct itself). Timeouts,
 connection errors, 408, 409, 429 and 5xx are transient: the step is retried under the same key.
 Redirects are not followed (a 3xx goes back to the model as an error): the URL a task names, and
-the operator's allow-list checked, is the only one the operator sends to.
+the operator's allow-list checked, is the only one the operator sends to. With traces on, the
+request carries the tool call span's ``traceparent``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from agenttask_operator.core.errors import Failure, is_transient_status
+from agenttask_operator.effects import tracing
 from agenttask_operator.effects.llm import StepFailed, retry_after_seconds
 from agenttask_operator.effects.registry import BuiltinTool, ToolContext, ToolError
 from agenttask_operator.models import HttpToolSpec, ToolSpec
@@ -133,7 +135,7 @@ async def _http(
         "toolCallId": ctx.tool_call_id,
         "task": {"namespace": ctx.namespace, "name": ctx.task_name, "uid": ctx.task_uid},
     }
-    headers = {"Idempotency-Key": ctx.idempotency_key}
+    headers = {"Idempotency-Key": ctx.idempotency_key, **tracing.headers()}
     try:
         async with session.post(
             http.url,

@@ -9,12 +9,14 @@ The other kinds register their own handlers (``agentmodel``, ``toolserver``, ``a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import aiohttp
 import kopf
 
+from agenttask_operator.effects import logs, tracing
 from agenttask_operator.effects.kube import FINALIZER, GROUP, PLURAL, VERSION, Kube, connect
 from agenttask_operator.effects.lease import Membership
 from agenttask_operator.effects.registry import load_builtins
@@ -25,6 +27,8 @@ from agenttask_operator.models import TERMINAL_PHASES
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT = 5.0  # seconds a stopped task loop has to return before kopf cancels it
+
 
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Connect to the API, load the built-in tools, configure kopf."""
@@ -32,7 +36,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = 300
+    # A daemon told to stop (its task ended, was deleted, or the operator exits) finishes its
+    # write in flight and returns: kopf waits for that (it returns as soon as the daemon has),
+    # instead of cancelling it after a few event-loop cycles and logging a WARNING for what is
+    # a normal end. Cancellation stays the fallback (``cancellation_timeout``).
+    settings.background.instant_exit_timeout = STOP_WAIT
     builtins = load_builtins()
+    tracing.setup()  # only with an OTLP endpoint in the environment
     memo.ctx = Context(
         kube=Kube(await connect()),
         session=aiohttp.ClientSession(),
@@ -78,6 +88,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             await ctx.membership.stop()
         await ctx.session.close()
         await ctx.kube.api.close()
+    await asyncio.to_thread(tracing.shutdown)  # export the spans left
 
 
 def needs_loop(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -116,7 +127,8 @@ async def agent_loop(
     """Run the task's loop until it ends, starting from the object as kopf last saw it."""
     assert namespace is not None  # AgentTask is namespaced
     loop = TaskLoop(memo.ctx, namespace, name, uid)
-    await loop.run(stopped, lean(dict(body)))
+    with logs.about("AgentTask", namespace, name, uid):
+        await loop.run(stopped, lean(dict(body)))
 
 
 def register() -> None:
@@ -130,6 +142,7 @@ def register() -> None:
         PLURAL,
         id="agent-loop",
         when=needs_loop,
+        cancellation_backoff=STOP_WAIT,
         cancellation_timeout=10.0,
         backoff=5.0,
     )(agent_loop)

@@ -31,13 +31,14 @@ from agenttask_operator.core.credentials import Access, model_access
 from agenttask_operator.core.decide import describe, on_batch_failure
 from agenttask_operator.core.internal import INTERNAL_ERROR_RETRY, internal_error
 from agenttask_operator.core.status import apply, finish, ts
-from agenttask_operator.effects import faults, llm, tools
+from agenttask_operator.effects import faults, llm, logs, tools, tracing
 from agenttask_operator.effects.kube import FINALIZER, Conflict, SecretError, is_transient
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.registry import ToolContext
 from agenttask_operator.effects.transcript import TranscriptStore
 from agenttask_operator.handlers import approval
 from agenttask_operator.handlers.context import Context, sleep, until_stopped
+from agenttask_operator.handlers.fork import Fork
 from agenttask_operator.handlers.limits import TaskLimits
 from agenttask_operator.handlers.mcptools import McpTools
 from agenttask_operator.models import (
@@ -201,6 +202,7 @@ class TaskLoop:
         self.claim: dict[str, Any] | None = None  # status.owner to take the task with
         self.idle: str | None = None  # why this replica leaves the task alone, if it does
         self.limits = TaskLimits(ctx, namespace, name)  # concurrency limits, request pace
+        self.fork = Fork(ctx, namespace, name)  # spec.forkFrom: the copy before the start
 
     async def write(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Write a status patch (and how much of the transcript is committed, when that grew),
@@ -226,6 +228,8 @@ class TaskLoop:
         ended_now = (new.get("status") or {}).get("phase") in TERMINAL_PHASES and (
             obj.get("status") or {}
         ).get("phase") not in TERMINAL_PHASES
+        if ended_now:
+            tracing.finished(new)
         if ended_now and (new.get("status") or {}).get("slots"):
             uid = str(new["metadata"]["uid"])
             released = asyncio.ensure_future(self.limits.release(uid, new["status"]))
@@ -309,6 +313,7 @@ class TaskLoop:
     async def _turn(self, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> bool:
         """One wake-up: read, decide, act. True when the loop should end."""
         wake.clear()
+        logs.at_step(None)  # lines of this turn are about a step only once one runs
         obj = self._known()
         if obj is None:
             found = await self.ctx.kube.get_task(self.namespace, self.name)
@@ -322,7 +327,8 @@ class TaskLoop:
             return False
         if self.store is None:
             store = TranscriptStore(self.ctx.kube, self.namespace, self.name, uid)
-            if (obj.get("status") or {}).get("startTime"):  # not started: nothing stored yet
+            st = obj.get("status") or {}
+            if st.get("startTime") or st.get("forkedFrom"):  # else nothing is stored yet
                 items = await self.ctx.loader.items(self.namespace, uid)
                 await store.load(items)  # kept once loaded: a failed load is retried next turn
             self.store = store
@@ -339,11 +345,17 @@ class TaskLoop:
             return True
         action = decide(state, now())
         if state.status.start_time is None and _starts(action):
+            if state.spec.fork_from is not None and not await self.fork.ready(
+                obj, state, self.store, self._record, stopped, wake
+            ):
+                return False  # copied, recorded or waited: decide again
             held = await self.limits.admission(obj, state, self._record, stopped, wake)
             if held is None:
                 return False  # queued: woken when a place may be free
             if held:
                 action = _with(action, {"slots": list(held)})
+        if isinstance(action, Execute):  # the trace's ids, written with the intent (if new)
+            action = _with(action, tracing.new_context(state.status))
         if isinstance(action, Execute) and action.step.kind == "LLM":
             wait = self.limits.pace(state)
             if wait > 0:  # the model's request rate: this request's turn comes later
@@ -419,12 +431,9 @@ class TaskLoop:
         # The attempt sees the task as now stored: started, with what it resolved at start.
         state = apply(state, action.intent)
         await self._mark(state, obj)
+        logs.at_step(step, attempt)
         log.info("%s/%s: %s, attempt %d", self.namespace, self.name, describe(step), attempt)
-        for extra in action.extras:
-            log.info("%s/%s: %s, alongside", self.namespace, self.name, describe(extra))
-        # The calls alongside the step are on their first attempt (a retried one becomes the
-        # step in flight).
-        runs = [(step, action.result, attempt), *((x, None, 1) for x in action.extras)]
+        runs = [(step, action.result), *((x, None) for x in action.extras)]
         work = asyncio.create_task(self._batch(state, runs, action.timeout))
         stop = asyncio.create_task(until_stopped(stopped))
         fence = asyncio.create_task(self.ctx.fenced(self.namespace, self.name))
@@ -450,16 +459,24 @@ class TaskLoop:
         await faults.checkpoint(f"after-append:{step.kind}:{step.iteration}")
 
     async def _batch(
-        self, state: TaskState, runs: list[tuple[Step, str | None, int]], limit: float
+        self, state: TaskState, runs: list[tuple[Step, str | None]], limit: float
     ) -> list[Failure | None]:
         """Run the step and the calls alongside it at once; each stores its own result. Their
         failures, in order (None: stored). Any other error is raised once all have finished,
         so that nothing keeps running behind the loop's back.
         """  # noqa: D205
 
-        async def one(step: Step, result: str | None, attempt: int) -> Failure | None:
+        async def one(step: Step, result: str | None) -> Failure | None:
+            if step is not runs[0][0]:  # a call alongside: always its first attempt here
+                logs.at_step(step)
+                log.info("%s/%s: %s, alongside", self.namespace, self.name, describe(step))
             try:
-                entry = await self._attempt(state, step, limit, result)
+                with tracing.attempt(state, step) as span:
+                    entry = await self._attempt(state, step, limit, result)
+                    span.done(entry)
+                # For people (kubectl agenttask steps): the attempt that produced it (``state``
+                # is as stored with the intent; a call alongside is on its first), and since when.
+                attempt = state.status.attempts if step is runs[0][0] else 1
                 entry = entry.model_copy(
                     update={"attempts": attempt, "start_time": step.start_time}
                 )
@@ -468,7 +485,7 @@ class TaskLoop:
                 return e.failure
             return None
 
-        outcomes = await asyncio.gather(*(one(*run) for run in runs), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(s, r) for s, r in runs), return_exceptions=True)
         for o in outcomes:
             if isinstance(o, BaseException):
                 raise o
@@ -487,6 +504,7 @@ class TaskLoop:
                 self.ctx.cool(self.ctx.pace_key(state)[0], failure.retry_after)
             if failure is not None:
                 attempt = action.attempt if step is action.step else 1
+                logs.at_step(step, attempt)
                 log.warning(
                     "%s/%s: %s, attempt %d failed: %s",
                     self.namespace, self.name, describe(step), attempt, failure.message,

@@ -30,7 +30,7 @@ from agenttask_operator.core import schedule as core
 from agenttask_operator.core.actions import Event, Wait
 from agenttask_operator.core.status import ts
 from agenttask_operator.core.toolserver import retry_delay
-from agenttask_operator.effects import faults, timezones
+from agenttask_operator.effects import faults, logs, timezones
 from agenttask_operator.effects.kube import GROUP, VERSION, AlreadyExists
 from agenttask_operator.effects.kube import PLURAL as TASKS
 from agenttask_operator.handlers.approval import parse_time
@@ -318,7 +318,8 @@ async def schedule_loop(
     *, body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, param: Any = None, **_: Any
 ) -> None:
     """The daemon of one AgentTaskSchedule (``param``: whether seconds fields are allowed)."""
-    await ScheduleLoop(memo.ctx, body, bool(param)).run(stopped)
+    with logs.about_object("AgentTaskSchedule", body):
+        await ScheduleLoop(memo.ctx, body, bool(param)).run(stopped)
 
 
 def register(seconds: bool | None = None) -> None:

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from agenttask_operator.core import toolserver as core
 from agenttask_operator.core.status import ts
 from agenttask_operator.core.urls import host_allowed, redact
+from agenttask_operator.effects import logs
 from agenttask_operator.effects.kube import GROUP, VERSION
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.handlers.context import Context, sleep
@@ -295,7 +296,8 @@ async def refresh_loop(
     *, body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **_: Any
 ) -> None:
     """The daemon of one AgentToolServer."""
-    await RefreshLoop(memo.ctx, body).run(stopped)
+    with logs.about_object("AgentToolServer", body):
+        await RefreshLoop(memo.ctx, body).run(stopped)
 
 
 def register() -> None:

@@ -4,6 +4,7 @@ from agenttask_operator.models.policy import SDK_DEFAULT_BASE_URL, OperatorPolic
 from agenttask_operator.models.spec import (
     AgentTaskSpec,
     Budget,
+    ForkFrom,
     HttpToolSpec,
     ModelRef,
     ModelSpec,
@@ -18,10 +19,12 @@ from agenttask_operator.models.status import (
     ApprovalRecord,
     Condition,
     Credential,
+    ForkedFrom,
     ModelAccess,
     ParallelCall,
     ResolvedTool,
     Step,
+    TraceContext,
     TranscriptInfo,
     Usage,
 )
@@ -38,6 +41,8 @@ __all__ = [
     "Condition",
     "Credential",
     "Entry",
+    "ForkFrom",
+    "ForkedFrom",
     "HttpToolSpec",
     "ModelAccess",
     "ModelRef",
@@ -52,6 +57,7 @@ __all__ = [
     "TaskState",
     "ToolServerRef",
     "ToolSpec",
+    "TraceContext",
     "TranscriptInfo",
     "Usage",
 ]

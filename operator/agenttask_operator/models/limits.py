@@ -52,6 +52,7 @@ MAX_TOKENS = Range(1, 10_000_000)  # model.maxTokens: completion tokens of one L
 TOTAL_TOKENS = Range(1, 10**12)  # budget.maxTotalTokens: within int64, exact as a float64
 TOOL_CALLS = Range(0, 1_000_000)  # budget.maxToolCalls
 TOOL_RESULT_CHARS = Range(256, 8 * 1024 * 1024)  # toolResultMaxChars: of a result, to the model
+FORK_STEP = Range(0, 10_000_000)  # forkFrom.step: more than any transcript holds
 
 SPEC: Mapping[str, Range] = {
     "model.temperature": TEMPERATURE,
@@ -72,5 +73,6 @@ SPEC: Mapping[str, Range] = {
     "maxInterruptions": INTERRUPTIONS,
     "maxParallelToolCalls": PARALLEL_TOOL_CALLS,
     "approval.timeoutSeconds": DEADLINE_SECONDS,
+    "forkFrom.step": FORK_STEP,
 }
 """Every number of the spec, by its path in the CRD schema (``[]``: any item of a list)."""

@@ -43,6 +43,7 @@ ToolResultChars = Annotated[int, _within(limits.TOOL_RESULT_CHARS)]
 Interruptions = Annotated[int, _within(limits.INTERRUPTIONS)]
 ParallelToolCalls = Annotated[int, _within(limits.PARALLEL_TOOL_CALLS)]
 ToolCalls = Annotated[int, _within(limits.TOOL_CALLS)]
+ForkStep = Annotated[int, _within(limits.FORK_STEP)]
 
 
 class SecretKeyRef(Model):
@@ -138,6 +139,16 @@ class ApprovalPolicy(Model):
     on_timeout: Literal["Deny", "Fail"] = "Deny"
 
 
+class ForkFrom(Model):
+    """Start from a copy of another task's transcript (``core.fork``): the AgentTask ``name``
+    of the same namespace, up to and including step ``step`` (None: its last committed step
+    before its end, see ``core.fork.default_step``).
+    """  # noqa: D205
+
+    name: str
+    step: ForkStep | None = None
+
+
 class AgentTaskSpec(Model):
     """What the user asked for."""
 
@@ -156,3 +167,4 @@ class AgentTaskSpec(Model):
     max_interruptions: Interruptions = 5
     max_parallel_tool_calls: ParallelToolCalls = 4
     approval: ApprovalPolicy = ApprovalPolicy()
+    fork_from: ForkFrom | None = None

@@ -151,6 +151,17 @@ class TranscriptInfo(Model):
     segments: int = 0
 
 
+class ForkedFrom(Model):
+    """Where a fork's transcript came from (``spec.forkFrom``, resolved): the source task's
+    name and uid, and how many of its steps were copied (steps 1 to ``step``). Recorded
+    before the first entry is copied, so a restart copies the rest from the same source.
+    """  # noqa: D205
+
+    name: str
+    uid: str
+    step: int
+
+
 class TaskOwner(Model):
     """The replica that runs the task (none: released, or never taken) and the epoch of that
     ownership, one more at every change of owner (see ``core.shard``).
@@ -158,6 +169,21 @@ class TaskOwner(Model):
 
     replica: str | None = None
     epoch: int = 0
+
+
+class TraceContext(Model):
+    """The task's OpenTelemetry trace: its id and the id of its root span (``invoke_agent``),
+    chosen when the task starts; every span of the task, whichever operator process records
+    it, belongs to this trace and has this parent.
+    """  # noqa: D205
+
+    trace_id: str = Field(alias="traceID")
+    span_id: str = Field(alias="spanID")
+
+    @property
+    def traceparent(self) -> str:
+        """The root span as a W3C ``traceparent`` header (sampled)."""
+        return f"00-{self.trace_id}-{self.span_id}-01"
 
 
 class AgentTaskStatus(Model):
@@ -191,6 +217,8 @@ class AgentTaskStatus(Model):
     transcript: TranscriptInfo = TranscriptInfo()
     owner: TaskOwner | None = None  # written with the step intents, never on its own
     slots: tuple[str, ...] = ()  # the concurrency limits' Leases it holds a place in
+    forked_from: ForkedFrom | None = None  # spec.forkFrom as resolved, before the copy
+    trace_context: TraceContext | None = None  # written with a step intent, when tracing is on
 
     @property
     def terminal(self) -> bool:
