@@ -11,6 +11,8 @@ against the real local control plane, with a real operator and the fake model.
   with only the chart's approver ClusterRole approves in their own name;
 - errors: a task that does not exist, no pending call, retry of a running / succeeded task;
   ``retry --dry-run`` of a failed one prints the task it would create;
+- ``retry`` of a task whose tool failed makes a fork that runs the call again (under its own
+  key) and succeeds; the fork is created with strict field validation;
 - the README's ``logs`` and ``steps`` output is what they print after ``make demo``'s run.
 """
 
@@ -619,3 +621,51 @@ async def test_logs_follow_of_a_task_deleted_meanwhile_ends_with_an_error(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_retry_continues_a_failed_task_to_success(
+    api: client.ApiClient,
+    cluster: LocalCluster,
+    plugin_path: Path,
+    namespace: str,
+    fake: FakeServer,
+    operator: OperatorProcess,
+) -> None:
+    """A tool fails (one attempt allowed); once it works again, ``retry`` makes a fork that
+    keeps the model's answer (step 1) and runs the call again under the fork's own key.
+    """
+    working = threading.Event()
+
+    def flaky(call: Any, n: int) -> Reply:
+        return Reply(body="applied") if working.is_set() else Reply(status=503, body="down")
+
+    fake.llm = one_call
+    fake.tools["apply_change"] = flaky
+    operator.start()
+    spec = approval_task(fake) | {"retry": {"maxAttempts": 1}}
+    del spec["tools"][0]["approval"]
+    await create_task(api, namespace, "flaky", spec)
+    source = await wait_phase(api, namespace, "flaky")
+    assert (source["status"]["phase"], source["status"]["reason"]) == (
+        "Failed",
+        "RetriesExhausted",
+    ), source["status"]
+    working.set()
+
+    out = ok(kubectl(cluster, plugin_path, "agenttask", "retry", "flaky", "-n", namespace))
+    assert out == "agenttask.agenttask.dev/flaky-retry-1 created\n"
+    fork = await wait_phase(api, namespace, "flaky-retry-1")
+    assert fork["status"]["phase"] == "Succeeded", fork["status"]
+    assert fork["status"]["result"] == "tool said: applied"
+    steps = rows(ok(kubectl(cluster, plugin_path, "agenttask", "steps", "flaky-retry-1", "-n",
+                            namespace)))  # fmt: skip
+    assert [(r[0], r[2], r[3], r[7]) for r in steps[1:]] == [
+        ("1", "LLM", "-", "ToolCalls(1)"),  # copied from the source
+        ("2", "Tool", "apply_change", "OK"),
+        ("3", "LLM", "-", "Answer"),
+    ]
+    keys = [d.idempotency_key for d in fake.deliveries]
+    assert keys == [
+        f"{source['metadata']['uid']}:call_x1",
+        f"{fork['metadata']['uid']}:call_x1",
+    ]
