@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .cache/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help venv lint fmt test test-unit binaries helm image manifests cluster cluster-down demo bench chaos clean
+.PHONY: help venv lint fmt test test-unit binaries helm krew image manifests cluster cluster-down demo bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ binaries: ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cache
 helm: ## build helm from its Go module (cached) and print its path
 	@bash hack/helm/build.sh
 
+krew: ## build krew from its Go module (cached; tests install the kubectl plugin with it) and print its path
+	@bash hack/krew/build.sh
+
 image: ## build the Dockerfile with buildah on a Debian-made base (both cached; needs root)
 	@bash hack/image/build.sh >/dev/null
 
@@ -43,7 +46,7 @@ fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(STAMP) lint binaries helm mcp-servers image prometheus ## lint, then all tests (starts its own control plane)
+test: $(STAMP) lint binaries helm krew mcp-servers image prometheus ## lint, then all tests (starts its own control plane)
 	$(PY) -m pytest
 
 # MCP servers the tests start: server-everything (npm, every package pinned by the lockfile in

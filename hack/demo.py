@@ -189,7 +189,10 @@ def main() -> int:
         say(f"result: {st.get('result')}")
         say(f"logs left in the workspace: {left} bytes (were {size})")
         save_metrics(env.get("AGENTTASK_METRICS_PORT"))
-        say("the cluster keeps running: kubectl get agenttasks; make cluster-down stops it")
+        say(
+            "the cluster keeps running: kubectl get agenttasks; kubectl agenttask logs "
+            f"{NAME} (the plugin is in .venv/bin); make cluster-down stops it"
+        )
         return 0
     finally:
         operator.terminate()

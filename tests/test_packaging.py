@@ -430,6 +430,9 @@ def test_dockerfile_install_step_gives_a_working_entrypoint(tmp_path: Path) -> N
     assert len(wheels) == 1, wheels
     out = run([str(venv / "bin" / "agenttask-operator"), "--help"], env).stdout
     assert "--namespace" in out and "--liveness" in out, out
+    # The kubectl plugin comes with the wheel (kubectl agenttask, README).
+    out = run([str(venv / "bin" / "kubectl-agenttask"), "--help"], env).stdout
+    assert out.startswith("usage: kubectl agenttask") and "approve" in out, out
     where = run(
         [str(venv / "bin" / "python"), "-c", "import agenttask_operator as m; print(m.__file__)"],
         env,

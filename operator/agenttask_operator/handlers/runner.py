@@ -478,6 +478,12 @@ class TaskLoop:
                 with tracing.attempt(state, step) as span:
                     entry = await self._attempt(state, step, limit, result)
                     span.done(entry)
+                # For people (kubectl agenttask steps): the attempt that produced it (``state``
+                # is as stored with the intent; a call alongside is on its first), and since when.
+                attempt = state.status.attempts if step is runs[0][0] else 1
+                entry = entry.model_copy(
+                    update={"attempts": attempt, "start_time": step.start_time}
+                )
                 await self._append(entry, step)
             except StepFailed as e:
                 metrics.step_failed(step.kind, e.failure)

@@ -22,6 +22,10 @@ class Entry(Model):
     is_error: bool = False
     time: Time | None = None
     approval: ApprovalNote | None = None  # a tool call that needed a person's decision
+    # How the step went, for people (kubectl agenttask steps): the attempt that produced this
+    # result and when the step's first attempt started. Absent in entries of earlier versions.
+    attempts: int | None = None
+    start_time: Time | None = None
 
     def answers(self, step: Step) -> bool:
         """Whether this entry is the stored result of ``step``."""
