@@ -78,8 +78,12 @@ PROMETHEUS_VERSION := 2.42.0+ds-5+deb12u1
 .PHONY: prometheus
 prometheus: ## install Debian's prometheus package (pinned; apt-get, needs root)
 	@if [ "$$(dpkg-query -W -f='$${Version}' prometheus 2>/dev/null)" != "$(PROMETHEUS_VERSION)" ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus=$(PROMETHEUS_VERSION) >/dev/null; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus=$(PROMETHEUS_VERSION) >/dev/null \
+	  || { echo "prometheus $(PROMETHEUS_VERSION) is gone from apt (a Debian update replaced it):" \
+	         "installing $$(apt-cache policy prometheus | awk '/Candidate/{print $$2}'); bump PROMETHEUS_VERSION" >&2; \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
 	fi
 
 test-unit: $(STAMP) mcp-servers prometheus ## tests that need no cluster and no image
