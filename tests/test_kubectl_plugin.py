@@ -561,20 +561,13 @@ def test_the_readme_shows_what_logs_prints_after_the_demo(
             assert [shape(line) for line in out.splitlines()] == [shape(line) for line in shown]
 
 
-def crd_knows_fork_from() -> bool:
-    """Whether crds/' AgentTask schema has ``spec.forkFrom`` (built on another branch)."""
-    crd = yaml.safe_load((REPO / "crds" / "agenttask.dev_agenttasks.yaml").read_text())
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return "forkFrom" in schema["properties"]["spec"]["properties"]
-
-
-async def test_retry_creates_the_fork_or_is_refused_by_a_crd_without_fork_from(
+async def test_retry_creates_the_fork_with_strict_field_validation(
     api: client.ApiClient, cluster: LocalCluster, plugin_path: Path, crd: Path, namespace: str
 ) -> None:
-    """The retry is created with strict field validation: with ``spec.forkFrom`` in the CRD it
-    is the new task; without, the API server refuses it instead of dropping ``forkFrom`` and
-    running the task from scratch. (No operator here: the source's failure is written as the
-    operator would write it.)
+    """The retry is the new task, with ``spec.forkFrom`` naming the source. It is created with
+    strict field validation, so an API server whose CRD lacks ``spec.forkFrom`` would refuse it
+    rather than drop the field and run the task from scratch. (No operator here: the source's
+    failure is written as the operator would write it.)
     """
     await create_task(api, namespace, "gone-wrong", {"input": "x", "model": {"name": "m"}})
     co = client.CustomObjectsApi(api)
@@ -584,20 +577,9 @@ async def test_retry_creates_the_fork_or_is_refused_by_a_crd_without_fork_from(
         _content_type="application/merge-patch+json",
     )  # fmt: skip
     proc = kubectl(cluster, plugin_path, "agenttask", "retry", "gone-wrong", "-n", namespace)
-    if crd_knows_fork_from():
-        assert ok(proc) == "agenttask.agenttask.dev/gone-wrong-retry-1 created\n"
-        fork = await get_task(api, namespace, "gone-wrong-retry-1")
-        assert fork["spec"]["forkFrom"] == {"name": "gone-wrong"}
-    else:
-        refused(
-            proc,
-            'Error from server (BadRequest): AgentTask in version "v1alpha1" cannot be handled '
-            'as a AgentTask: strict decoding error: unknown field "spec.forkFrom"',
-        )
-        tasks = await co.list_namespaced_custom_object(
-            "agenttask.dev", "v1alpha1", namespace, "agenttasks"
-        )
-        assert [t["metadata"]["name"] for t in tasks["items"]] == ["gone-wrong"]
+    assert ok(proc) == "agenttask.agenttask.dev/gone-wrong-retry-1 created\n"
+    fork = await get_task(api, namespace, "gone-wrong-retry-1")
+    assert fork["spec"]["forkFrom"] == {"name": "gone-wrong"}
 
 
 async def test_logs_follow_of_a_task_deleted_meanwhile_ends_with_an_error(
