@@ -30,6 +30,7 @@ GOOD: dict[str, Any] = {"input": "hello", "model": {"name": "m"}}
 REQUIRED: dict[str, dict[str, Any]] = {
     "tools[]": {"name": "t"},
     "tools[].http": {"url": "http://tool.invalid/"},
+    "forkFrom": {"name": "source"},
 }
 
 
