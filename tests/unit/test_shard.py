@@ -16,6 +16,7 @@ from agenttask_operator.core.shard import (
     assigned,
     fenced_out,
     live_members,
+    owner_wait,
     verdict,
 )
 
@@ -130,3 +131,31 @@ def test_fenced_out_when_the_watch_shows_another_owner() -> None:
     assert not fenced_out("a", {"owner": {"replica": "a", "epoch": 2}})
     assert not fenced_out("a", {"owner": {"epoch": 2}})
     assert not fenced_out("a", None)
+
+
+def test_an_owner_whose_lease_was_never_seen_is_presumed_alive_for_a_lease_duration() -> None:
+    """A replica that joined after our last look at the Leases may already run a task: its
+    missing Lease is no proof of death until we have looked for as long as a Lease lasts.
+    """
+    # Seen: until its Lease expires, as seen by us.
+    assert owner_wait(Observed(10.0, 15.0), False, None, 20.0, 15.0) == 5.0
+    assert owner_wait(Observed(10.0, 15.0), False, None, 26.0, 15.0) == 0.0
+    # Seen to go (deleted on a clean exit): at once.
+    assert owner_wait(None, True, None, 20.0, 15.0) == 0.0
+    # Never seen: one duration from when we first met it as an owner.
+    assert owner_wait(None, False, None, 20.0, 15.0) == 15.0
+    assert owner_wait(None, False, 20.0, 31.0, 15.0) == 4.0
+    assert owner_wait(None, False, 20.0, 35.0, 15.0) == 0.0
+
+
+def test_a_presumed_live_owner_keeps_a_task_from_its_assigned_replica() -> None:
+    uid, me = "uid-1", "b"
+    owner = Owner("a", 1)  # a's Lease is not among b's members (not seen yet)
+    assert verdict(uid, me, True, frozenset({me}), owner) == Act(
+        {"owner": {"replica": me, "epoch": 2}}
+    )  # the default: not a member, so gone
+    found = verdict(uid, me, True, frozenset({me}), owner, owner_live=True)
+    assert isinstance(found, Idle)
+    assert verdict(uid, me, True, frozenset({me}), owner, owner_live=False) == Act(
+        {"owner": {"replica": me, "epoch": 2}}
+    )

@@ -45,6 +45,29 @@ def live_members(leases: Mapping[str, Observed], now: float) -> frozenset[str]:
     return frozenset(m for m, o in leases.items() if o.live(now))
 
 
+def owner_wait(
+    observed: Observed | None,
+    departed: bool,
+    unknown_since: float | None,
+    now: float,
+    duration: float,
+) -> float:
+    """Seconds for which another replica that owns a task must still be presumed to run it.
+
+    Its Lease seen: until that Lease expires. Seen to go (deleted: a clean exit): none. Never
+    seen: one Lease duration from ``unknown_since``, when this replica first met that owner —
+    a replica that has just joined takes tasks as soon as its Lease exists, possibly after our
+    last look at the Leases, so "no Lease" is not proof of death until we have looked for as
+    long as a Lease lasts.
+    """
+    if observed is not None:
+        return max(0.0, observed.seen + observed.duration - now)
+    if departed:
+        return 0.0
+    since = now if unknown_since is None else unknown_since
+    return max(0.0, since + duration - now)
+
+
 def score(member: str, uid: str) -> int:
     """``member``'s rendezvous score for task ``uid``."""
     return int.from_bytes(hashlib.sha256(f"{member}/{uid}".encode()).digest()[:8], "big")
@@ -94,16 +117,23 @@ class Release:
 
 @dataclass(frozen=True)
 class Idle:
-    """Leave the task alone until it or the membership changes."""
+    """Leave the task alone until it or the membership changes (or ``recheck`` seconds pass)."""
 
     why: str
+    recheck: float | None = None
 
 
 Verdict = Act | Release | Idle
 
 
 def verdict(
-    uid: str, me: str, holding: bool, members: frozenset[str], owner: Owner, terminal: bool = False
+    uid: str,
+    me: str,
+    holding: bool,
+    members: frozenset[str],
+    owner: Owner,
+    terminal: bool = False,
+    owner_live: bool | None = None,
 ) -> Verdict:
     """What replica ``me`` may do with task ``uid`` now.
 
@@ -111,6 +141,8 @@ def verdict(
     it cannot have expired for anyone else); ``members``: the replicas whose Leases are live;
     ``owner``: the task's ``status.owner``. A finished task is never taken (nothing is written
     to it any more): only its assigned replica acts on it (deletes it once its TTL is over).
+    ``owner_live``: whether another owner must be presumed alive (see :func:`owner_wait`);
+    default: whether it is a member.
     """
     if not holding:
         return Idle(f"{me} does not hold its Lease")
@@ -126,7 +158,8 @@ def verdict(
         )
     if target != me:
         return Idle(f"assigned to {target}")
-    if owner.replica is not None and owner.replica in members:
+    live = owner.replica in members if owner_live is None else owner_live
+    if owner.replica is not None and live:
         return Idle(f"{owner.replica} runs it until it releases it or its Lease expires")
     return Act({"owner": {"replica": me, "epoch": owner.epoch + 1}})
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from agenttask_operator.core.shard import Observed, live_members
+from agenttask_operator.core.shard import Observed, live_members, owner_wait
 from agenttask_operator.effects.kube import Conflict, Kube
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class Membership:
         self.renewed_at: float | None = None  # monotonic start of the last successful renewal
         self.leases: dict[str, Observed] = {}
         self._seen: dict[str, str] = {}  # member -> resourceVersion of its Lease, last seen
+        self._departed: set[str] = set()  # members whose Lease we saw and then saw deleted
+        self._unknown: dict[str, float] = {}  # task owners whose Lease we never saw: first met
         self._rv: str | None = None  # of our own Lease, after our last write
         self._transitions = 0
         self._members: frozenset[str] = frozenset()
@@ -89,6 +91,16 @@ class Membership:
         now = self.clock() if now is None else now
         live = live_members(self.leases, now) - {self.identity}
         return live | {self.identity} if self.holding(now) else live
+
+    def owner_wait(self, replica: str, now: float | None = None) -> float:
+        """Seconds for which ``replica``, another replica named as a task's owner, must still
+        be presumed to run it (``core.shard.owner_wait``).
+        """  # noqa: D205
+        now = self.clock() if now is None else now
+        observed, departed = self.leases.get(replica), replica in self._departed
+        if observed is None and not departed:
+            self._unknown.setdefault(replica, now)
+        return owner_wait(observed, departed, self._unknown.get(replica), now, self.duration)
 
     async def start(self, within: float = 30.0) -> None:
         """Acquire the Lease (retrying for up to ``within`` seconds), then keep renewing it."""
@@ -200,11 +212,14 @@ class Membership:
                 continue
             rv = lease["metadata"]["resourceVersion"]
             seen[holder] = rv
+            self._unknown.pop(holder, None)
+            self._departed.discard(holder)
             if self._seen.get(holder) != rv:  # renewed (or new to us) now
                 duration = float(spec.get("leaseDurationSeconds") or self.duration)
                 self.leases[holder] = Observed(now, duration)
         for gone in set(self.leases) - set(seen):  # deleted: its holder left cleanly
             del self.leases[gone]
+            self._departed.add(gone)
         self._seen = seen
 
     def _check(self) -> None:

@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -270,14 +270,22 @@ class Context:
             return shard.Act()
         m = self.membership
         now = m.clock()
-        return shard.verdict(
+        owner = shard.Owner.from_status(status)
+        wait = None
+        if owner.replica is not None and owner.replica != self.settings.replica:
+            wait = m.owner_wait(owner.replica, now)
+        found = shard.verdict(
             uid,
             self.settings.replica,
             m.holding(now),
             m.members(now),
-            shard.Owner.from_status(status),
+            owner,
             terminal=(status or {}).get("phase") in TERMINAL_PHASES,
+            owner_live=None if wait is None else wait > 0,
         )
+        if isinstance(found, shard.Idle) and wait:  # look again once it counts as gone
+            return replace(found, recheck=wait)
+        return found
 
     async def fenced(self, namespace: str, name: str) -> str:
         """Return (why) once this replica must stop the task's step in flight: another replica

@@ -412,7 +412,7 @@ class TaskLoop:
         if verdict.why != self.idle:
             log.info("%s/%s: left alone: %s", self.namespace, self.name, verdict.why)
             self.idle = verdict.why
-        await sleep(stopped, wake, None)
+        await sleep(stopped, wake, verdict.recheck)
         return False
 
     async def _execute(
