@@ -22,12 +22,20 @@ from typing import Any, cast
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agenttask_operator.effects.kube import GROUP, PLURAL, VERSION, Kube, resolve_proxy_once
+from agenttask_operator.effects.kube import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Kube,
+    raise_for_status,
+    read_json,
+    resolve_proxy_once,
+    service_account_namespace,
+)
 from agenttask_operator.effects.transcript import UID_LABEL, TranscriptStore
 from agenttask_operator.models import Entry
 
 USER_AGENT = "kubectl-agenttask"
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class CliError(Exception):
@@ -51,23 +59,6 @@ def from_server(e: ApiException) -> CliError:
     return CliError(f"Error from server ({reason}): {message}")
 
 
-async def raise_for_status(resp: Any) -> None:
-    """Raise ApiException (with the body) for a raw answer that is not a success."""
-    if not 200 <= resp.status <= 299:
-        exc = ApiException(status=resp.status, reason=resp.reason)
-        exc.body = await resp.read()
-        raise exc
-
-
-async def read_json(resp: Any) -> dict[str, Any]:
-    """A raw answer's JSON body, once it is known to be a success; the answer is released."""
-    try:
-        await raise_for_status(resp)
-        return cast(dict[str, Any], json.loads(await resp.read()))
-    finally:
-        resp.release()
-
-
 @dataclass
 class Target:
     """Where to work: the API client and the namespace commands default to."""
@@ -84,11 +75,6 @@ def _config_files(kubeconfig: str | None) -> str | None:
     if kubeconfig and not existing:
         raise CliError(f"Error: stat {kubeconfig}: no such file or directory")
     return os.pathsep.join(existing) if existing else None
-
-
-def _sa_namespace() -> str | None:
-    """The namespace of the Pod's service account, in a cluster."""
-    return SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.exists() else None
 
 
 async def connect(kubeconfig: str | None, context: str | None, namespace: str | None) -> Target:
@@ -115,7 +101,7 @@ async def connect(kubeconfig: str | None, context: str | None, namespace: str | 
             raise CliError(
                 "Error: no configuration has been provided, try setting KUBECONFIG"
             ) from None
-        default_ns = _sa_namespace() or default_ns
+        default_ns = service_account_namespace() or default_ns
     api = client.ApiClient(cfg)
     api.user_agent = USER_AGENT
     resolve_proxy_once(api, cfg.host)

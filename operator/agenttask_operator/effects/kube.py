@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 from aiohttp.helpers import get_env_proxy_for_url
@@ -78,7 +79,7 @@ def resolve_proxy_once(api: client.ApiClient, host: str) -> None:
     rest.pool_manager._trust_env = False  # no per-request lookup (aiohttp has no setter)
 
 
-async def _raise_for_status(resp: Any) -> None:
+async def raise_for_status(resp: Any) -> None:
     """Raise ApiException for a raw (not preloaded) answer that is not a success."""
     if not 200 <= resp.status <= 299:
         exc = ApiException(status=resp.status, reason=resp.reason)
@@ -86,13 +87,24 @@ async def _raise_for_status(resp: Any) -> None:
         raise exc
 
 
-async def _json(resp: Any) -> dict[str, Any]:
+async def read_json(resp: Any) -> dict[str, Any]:
     """An unparsed answer's JSON body, after checking its status."""
     try:
-        await _raise_for_status(resp)
+        await raise_for_status(resp)
         return cast(dict[str, Any], json.loads(await resp.read()))
     finally:
         resp.release()
+
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def service_account_namespace() -> str | None:
+    """The namespace of the Pod's service account, in a cluster (None elsewhere)."""
+    try:
+        return SA_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class Kube:
@@ -213,7 +225,7 @@ class Kube:
                 _preload_content=False,
             )  # fmt: skip
             try:
-                await _raise_for_status(resp)
+                await raise_for_status(resp)
                 found = json.loads(await resp.read())
             finally:
                 resp.release()
@@ -231,7 +243,7 @@ class Kube:
         try:
             if resp.status == 409:
                 raise Conflict(f"ConfigMap {body['metadata']['name']} exists")
-            await _raise_for_status(resp)
+            await raise_for_status(resp)
         finally:
             resp.release()
 
@@ -261,7 +273,7 @@ class Kube:
         resp = await self.coordination.list_namespaced_lease(
             namespace, label_selector=selector, _preload_content=False
         )
-        return cast(list[dict[str, Any]], (await _json(resp)).get("items") or [])
+        return cast(list[dict[str, Any]], (await read_json(resp)).get("items") or [])
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease as a JSON object, or None if there is none."""
@@ -271,7 +283,7 @@ class Kube:
         if resp.status == 404:
             resp.release()
             return None
-        return await _json(resp)
+        return await read_json(resp)
 
     async def write_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create the Lease (no ``metadata.resourceVersion``) or replace it if unchanged since
@@ -289,7 +301,7 @@ class Kube:
         if resp.status in (404, 409):
             resp.release()
             raise Conflict(f"Lease {name}: HTTP {resp.status}")
-        return await _json(resp)
+        return await read_json(resp)
 
     async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
         """Delete the Lease if unchanged since ``resource_version``; gone or changed: nothing."""
@@ -299,7 +311,7 @@ class Kube:
         )
         try:
             if resp.status not in (404, 409):
-                await _raise_for_status(resp)
+                await raise_for_status(resp)
         finally:
             resp.release()
 
@@ -378,7 +390,7 @@ class Kube:
                 meta["namespace"], body, _preload_content=False
             )
             try:
-                await _raise_for_status(resp)
+                await raise_for_status(resp)
             finally:
                 resp.release()
         except ApiException as e:

@@ -15,7 +15,7 @@ import aiohttp
 import kopf
 
 from agenttask_operator.core import pace, queue, shard
-from agenttask_operator.effects.kube import Kube
+from agenttask_operator.effects.kube import Kube, service_account_namespace
 from agenttask_operator.effects.lease import DEFAULT_DURATION, Membership
 from agenttask_operator.effects.registry import BuiltinTool
 from agenttask_operator.effects.slots import Slots
@@ -110,14 +110,8 @@ def _count(environ: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
 def _own_namespace() -> str:
-    try:
-        return SA_NAMESPACE.read_text().strip() or "default"
-    except OSError:
-        return "default"
+    return service_account_namespace() or "default"
 
 
 def scrub_openai_environment(environ: MutableMapping[str, str] = os.environ) -> list[str]:
