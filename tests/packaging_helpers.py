@@ -167,12 +167,12 @@ def forbidden_lines(proc: OperatorProcess) -> list[str]:
 def forbidden_in(log: str) -> list[str]:
     """Lines of an operator's log that report an authorization failure (``403`` as a number
     of its own: a port such as 40397 in a URL is not one, nor the milliseconds of a timestamp
-    such as 22:46:31,403).
+    such as 22:46:31,403, nor a part of a name such as the test namespace t-403beddd).
     """
     return [
         line
         for line in log.splitlines()
-        if re.search(r"(?<![\d.:,])403(?!\d)", line)
+        if re.search(r"(?<![\w.:,-])403(?![\w-])", line)
         or "forbidden" in line.lower()
         or "not enough permissions" in line.lower()
     ]

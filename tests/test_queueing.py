@@ -18,11 +18,31 @@ import pytest
 from kubernetes_asyncio import client
 from localcluster import LocalCluster
 
+from agenttask_operator.core.shard import assigned
 from fakeopenai import FakeServer, Reply, completion, error
 from kubehelpers import create_object, create_task, eventually, get_task, wait_phase
 from operatorproc import OperatorProcess, operator_env, replica_processes
 
 pytestmark = pytest.mark.cluster
+
+REPLICAS = ["r0", "r1"]
+
+
+async def delete_and_wait(api: client.ApiClient, namespace: str, name: str) -> None:
+    """Delete AgentTask ``name`` and wait until it is gone."""
+    co = client.CustomObjectsApi(api)
+    await co.delete_namespaced_custom_object(
+        "agenttask.dev", "v1alpha1", namespace, "agenttasks", name
+    )
+
+    async def gone() -> bool:
+        try:
+            await get_task(api, namespace, name)
+        except client.ApiException as e:
+            return bool(e.status == 404)
+        return False
+
+    await eventually(gone, within=30, what=f"{name} to be deleted")
 
 
 class Gated:
@@ -56,9 +76,7 @@ def two_replicas(
     env = operator_env(fake.base_url, workspace, tmp_path / "faults") | {
         "AGENTTASK_LEASE_SECONDS": "6"
     }
-    procs = list(
-        replica_processes(cluster.kubeconfig, namespace, tmp_path, env, ["r0", "r1"]).values()
-    )
+    procs = list(replica_processes(cluster.kubeconfig, namespace, tmp_path, env, REPLICAS).values())
     yield procs
     for proc in procs:
         proc.stop()
@@ -96,10 +114,18 @@ async def test_an_agent_models_limit_holds_across_replicas_and_queues_in_creatio
     for proc in two_replicas:
         proc.wait_started()
     names = [f"t{i}" for i in range(6)]
+    homes: dict[str, str | None] = {}
     for name in names:
-        await create_task(
-            api, namespace, name, {"input": name, "model": {"modelRef": {"name": "gpt"}}}
+        spec = {"input": name, "model": {"modelRef": {"name": "gpt"}}}
+        homes[name] = assigned(
+            (await create_task(api, namespace, name, spec))["metadata"]["uid"], REPLICAS
         )
+        while name == names[-1] and len(set(homes.values())) < 2:
+            # The uids are random: should all six hash to one replica (p = 1/32), the last one
+            # is made again until it hashes to the other, so that both replicas run tasks.
+            await delete_and_wait(api, namespace, name)
+            obj = await create_task(api, namespace, name, spec)
+            homes[name] = assigned(obj["metadata"]["uid"], REPLICAS)
         await asyncio.sleep(0.3)
 
     async def two_running_four_queued() -> dict[str, dict[str, Any]] | None:
@@ -136,6 +162,7 @@ async def test_an_agent_models_limit_holds_across_replicas_and_queues_in_creatio
     assert peak <= 2
     owners = {s["owner"]["replica"] for s in sts.values()}
     assert owners == {"r0", "r1"}, owners  # both replicas ran tasks under the one limit
+    assert {n: s["owner"]["replica"] for n, s in sts.items()} == homes  # each on its own
     assert all(s.get("slots") == ["agenttask.dev/slots.model.gpt"] for s in sts.values())
 
     async def released() -> bool:
