@@ -308,31 +308,46 @@ def llm_request(model: str, seconds: float, reply: Reply | None, failure: Failur
 
 
 P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def timed_chat(
-    fn: Callable[P, Awaitable[Reply]],
-) -> Callable[P, Awaitable[Reply]]:
-    """Decorate ``effects.llm.chat`` (its first argument: the ModelSpec): every request that
-    ends (answered or failed; not one cancelled from outside) is recorded.
+def _timed(
+    fn: Callable[P, Awaitable[R]],
+    label: Callable[..., str],
+    record: Callable[[str, float, R | None, Failure | None], None],
+) -> Callable[P, Awaitable[R]]:
+    """``fn``, a function that makes one request, timed: ``label`` (called with its arguments)
+    names what it calls; every call that ends (answered, or failed with a ``StepFailed``; not
+    one cancelled from outside) is given to ``record`` with its duration.
     """  # noqa: D205
 
     @functools.wraps(fn)
-    async def timed(*args: P.args, **kwargs: P.kwargs) -> Reply:
-        model = args[0] if args else kwargs.get("model")
-        name = model.name if isinstance(model, ModelSpec) else OTHER
+    async def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+        name = label(*args, **kwargs)
         start = time.perf_counter()
         try:
-            reply = await fn(*args, **kwargs)
+            result = await fn(*args, **kwargs)
         except Exception as e:
             failure = getattr(e, "failure", None)
             if isinstance(failure, Failure):
-                llm_request(name, time.perf_counter() - start, None, failure)
+                record(name, time.perf_counter() - start, None, failure)
             raise
-        llm_request(name, time.perf_counter() - start, reply, None)
-        return reply
+        record(name, time.perf_counter() - start, result, None)
+        return result
 
     return timed
+
+
+def _model_name(*args: Any, **kwargs: Any) -> str:
+    model = args[0] if args else kwargs.get("model")
+    return model.name if isinstance(model, ModelSpec) else OTHER
+
+
+def timed_chat(fn: Callable[P, Awaitable[Reply]]) -> Callable[P, Awaitable[Reply]]:
+    """Decorate ``effects.llm.chat`` (its first argument: the ModelSpec): every request that
+    ends (answered or failed; not one cancelled from outside) is recorded.
+    """  # noqa: D205
+    return _timed(fn, _model_name, llm_request)
 
 
 # --- tool calls --------------------------------------------------------------------------------
@@ -384,21 +399,7 @@ def timed_tool(
     """  # noqa: D205
 
     def decorate(fn: Callable[P, Awaitable[A]]) -> Callable[P, Awaitable[A]]:
-        @functools.wraps(fn)
-        async def timed(*args: P.args, **kwargs: P.kwargs) -> A:
-            tool = label(*args, **kwargs)
-            start = time.perf_counter()
-            try:
-                answer = await fn(*args, **kwargs)
-            except Exception as e:
-                failure = getattr(e, "failure", None)
-                if isinstance(failure, Failure):
-                    tool_call(tool, time.perf_counter() - start, None, failure)
-                raise
-            tool_call(tool, time.perf_counter() - start, answer, None)
-            return answer
-
-        return timed
+        return _timed(fn, label, tool_call)
 
     return decorate
 
