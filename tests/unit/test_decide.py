@@ -1383,3 +1383,9 @@ def test_restarting_decide_anywhere_reaches_the_same_end(crash_after: int) -> No
     for field in ("phase", "reason", "result", "iterations", "tool_calls", "usage"):
         assert getattr(final.status, field) == getattr(reference.status, field)
     assert [e.message for e in final.transcript] == [e.message for e in reference.transcript]
+
+
+def test_a_wait_sleeps_until_its_time_and_never_a_negative_time() -> None:
+    assert Wait(NOW + timedelta(seconds=2.5), "later").seconds(NOW) == 2.5
+    assert Wait(NOW - timedelta(seconds=1), "overdue").seconds(NOW) == 0.0
+    assert Wait(None, "until the task changes").seconds(NOW) is None

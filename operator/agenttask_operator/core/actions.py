@@ -53,6 +53,10 @@ class Wait:
     until: datetime | None
     why: str
 
+    def seconds(self, now: datetime) -> float | None:
+        """Seconds from ``now`` to :attr:`until` (None: no time set), never negative."""
+        return None if self.until is None else max((self.until - now).total_seconds(), 0.0)
+
 
 @dataclass(frozen=True)
 class Execute:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from agenttask_operator.core.actions import Event, Wait
@@ -382,10 +382,3 @@ def history_to_prune(state: ScheduleState) -> tuple[Child, ...]:
         done = sorted((c for c in state.children if c.phase == phase and not c.deleting), key=_age)
         stale += done[: max(len(done) - keep, 0)]
     return tuple(sorted(stale, key=_age))
-
-
-def seconds_until(t: datetime | None, now: datetime) -> float | None:
-    """Seconds from ``now`` to ``t`` (None: no time set), never negative."""
-    if t is None:
-        return None
-    return max((t - now) / timedelta(seconds=1), 0.0)

@@ -94,10 +94,8 @@ class Fork:
                 await record(obj, outcome.patch, outcome.event)
             return False
         if isinstance(outcome, Wait):
-            until = outcome.until
-            delay = None if until is None else max((until - datetime.now(UTC)).total_seconds(), 0)
             log.debug("%s/%s: %s", self.namespace, self.name, outcome.why)
-            await sleep(stopped, wake, delay)
+            await sleep(stopped, wake, outcome.seconds(datetime.now(UTC)))
             return False
         last = outcome.first + len(outcome.entries) - 1
         src = state.status.forked_from

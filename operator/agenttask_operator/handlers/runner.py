@@ -378,11 +378,8 @@ class TaskLoop:
             await self._mark(apply(state, action.patch), obj)
         elif isinstance(action, Wait):
             await self._mark(state, obj)
-            delay = (
-                None if action.until is None else max((action.until - now()).total_seconds(), 0.0)
-            )
             log.info("%s/%s: %s", self.namespace, self.name, action.why)
-            await sleep(stopped, wake, delay)
+            await sleep(stopped, wake, action.seconds(now()))
         elif isinstance(action, Execute):
             await self._execute(obj, state, action, stopped)
         return False

@@ -167,7 +167,7 @@ class ScheduleLoop:
             action = core.decide(state, tz, at, self.seconds)
             log.debug("AgentTaskSchedule %s/%s: %s", self.namespace, self.name, action)
             if isinstance(action, Wait):
-                left = core.seconds_until(action.until, now())
+                left = action.seconds(now())
                 return None if left is None else left + MARGIN
             await self.act(action, at)
         log.warning(
