@@ -45,6 +45,7 @@ from agenttask_operator.core.status import condition, finish
 from agenttask_operator.models import TERMINAL_PHASES, Entry, ForkedFrom, TaskState
 
 RECHECK_SECONDS = 5.0  # how often a fork waiting for its source to end reads it again
+WAITING = "WaitingForForkSource"  # the reason of a fork whose source has not ended: not queued
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,10 @@ def decide_fork(state: TaskState, source: Source | None, now: datetime) -> Outco
             f"{ref} has not ended (phase {source.phase or 'none yet'}): a fork starts from a "
             f"finished task; checked again every {RECHECK_SECONDS:g}s"
         )
-        if state.status.reason == "WaitingForForkSource" and state.status.message == why:
+        if state.status.reason == WAITING and state.status.message == why:
             return Wait(later(now, RECHECK_SECONDS), why)
-        patch = _pending(state, "WaitingForForkSource", why, now)
-        return WriteStatus(patch, why, Event("Normal", "WaitingForForkSource", why))
+        patch = _pending(state, WAITING, why, now)
+        return WriteStatus(patch, why, Event("Normal", WAITING, why))
     if source.lost is not None:
         return _fail(state, now, "ForkSourceTranscriptLost", f"{ref}: {source.lost}")
     n = len(source.entries)

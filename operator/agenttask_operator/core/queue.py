@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agenttask_operator.core import fork
 from agenttask_operator.core.status import condition
 from agenttask_operator.models import TaskState
 
@@ -82,7 +83,7 @@ def seen(obj: Mapping[str, Any]) -> Seen | None:
     ref = ((spec.get("model") or {}).get("modelRef") or {}).get("name")
     ended = status.get("phase") in ("Succeeded", "Failed") or "deletionTimestamp" in meta
     waiting = not status.get("startTime") and not ended and not spec.get("suspend")
-    waiting = waiting and status.get("reason") != "WaitingForForkSource"  # not in a queue yet
+    waiting = waiting and status.get("reason") != fork.WAITING  # not in a queue yet
     return Seen(
         uid, namespace, name, str(meta.get("creationTimestamp") or ""),
         ref if isinstance(ref, str) else None, waiting, ended,
