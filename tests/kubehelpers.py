@@ -81,6 +81,15 @@ async def get_task(api: client.ApiClient, namespace: str, name: str) -> dict[str
     return obj
 
 
+async def task_gone(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Whether AgentTask ``name`` is gone (404)."""
+    try:
+        await get_task(api, namespace, name)
+    except client.ApiException as e:
+        return bool(e.status == 404)
+    return False
+
+
 async def wait_phase(
     api: client.ApiClient,
     namespace: str,

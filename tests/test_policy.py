@@ -14,10 +14,18 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from fakeopenai import HANG, FakeServer, Reply, completion, error, tool_messages
-from kubehelpers import GROUP, PLURAL, VERSION, create_task, eventually, get_task, wait_phase
+from kubehelpers import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    create_task,
+    eventually,
+    get_task,
+    task_gone,
+    wait_phase,
+)
 from operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
@@ -60,14 +68,6 @@ async def events(api: client.ApiClient, namespace: str, name: str, *expected: st
 
 async def asked(fake: FakeServer) -> bool:
     return bool(fake.requests)
-
-
-async def gone(api: client.ApiClient, namespace: str, name: str) -> bool:
-    try:
-        await get_task(api, namespace, name)
-    except ApiException as e:
-        return e.status == 404
-    return False
 
 
 async def test_429_with_retry_after_is_honoured(
@@ -287,7 +287,7 @@ async def test_ttl_deletes_finished_task_and_transcript(
     core = client.CoreV1Api(api)
     sel = f"agenttask.dev/task-uid={uid}"
     assert (await core.list_namespaced_config_map(namespace, label_selector=sel)).items
-    await eventually(lambda: gone(api, namespace, "ttl"), within=30, what="TTL deletion")
+    await eventually(lambda: task_gone(api, namespace, "ttl"), within=30, what="TTL deletion")
 
     async def no_transcript() -> bool:
         return not (await core.list_namespaced_config_map(namespace, label_selector=sel)).items
@@ -306,7 +306,7 @@ async def test_delete_during_a_running_step_stops_it(
     await client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "del"
     )
-    await eventually(lambda: gone(api, namespace, "del"), within=15, what="deletion")
+    await eventually(lambda: task_gone(api, namespace, "del"), within=15, what="deletion")
     took = time.monotonic() - t0
     print(f"\ndelete during a hanging LLM request -> object gone after {took:.1f}s")
     assert took < 5
@@ -332,7 +332,7 @@ async def test_delete_while_operator_is_down_leaves_no_stuck_finalizer(
     assert obj["metadata"]["deletionTimestamp"]
     operator.start()
     await eventually(
-        lambda: gone(api, namespace, "orphan"), within=30, what="deletion after restart"
+        lambda: task_gone(api, namespace, "orphan"), within=30, what="deletion after restart"
     )
     assert len(fake.requests) == 1
 

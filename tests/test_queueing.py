@@ -20,7 +20,7 @@ from localcluster import LocalCluster
 
 from agenttask_operator.core.shard import assigned
 from fakeopenai import FakeServer, Reply, completion, error
-from kubehelpers import create_object, create_task, eventually, get_task, wait_phase
+from kubehelpers import create_object, create_task, eventually, get_task, task_gone, wait_phase
 from operatorproc import OperatorProcess, operator_env, replica_processes
 
 pytestmark = pytest.mark.cluster
@@ -34,15 +34,9 @@ async def delete_and_wait(api: client.ApiClient, namespace: str, name: str) -> N
     await co.delete_namespaced_custom_object(
         "agenttask.dev", "v1alpha1", namespace, "agenttasks", name
     )
-
-    async def gone() -> bool:
-        try:
-            await get_task(api, namespace, name)
-        except client.ApiException as e:
-            return bool(e.status == 404)
-        return False
-
-    await eventually(gone, within=30, what=f"{name} to be deleted")
+    await eventually(
+        lambda: task_gone(api, namespace, name), within=30, what=f"{name} to be deleted"
+    )
 
 
 class Gated:

@@ -31,7 +31,15 @@ import test_agenttask_e2e
 import test_crash_resume
 import test_schedule_e2e
 from fakeopenai import FakeServer, completion
-from kubehelpers import api_client, create_task, eventually, get_task, new_namespace, wait_phase
+from kubehelpers import (
+    api_client,
+    create_task,
+    eventually,
+    get_task,
+    new_namespace,
+    task_gone,
+    wait_phase,
+)
 from operatorproc import OperatorProcess, operator_env
 from packaging_helpers import (
     forbidden_lines,
@@ -195,14 +203,6 @@ DISK_SPEC: dict[str, Any] = {
     "model": {"name": "fake-model"},
     "tools": [{"name": "check_disk"}, {"name": "clean_logs"}],
 }
-
-
-async def task_gone(api: client.ApiClient, namespace: str, name: str) -> bool:
-    try:
-        await get_task(api, namespace, name)
-    except ApiException as e:
-        return bool(e.status == 404)
-    return False
 
 
 async def test_ttl_deletion_under_chart_rbac(
