@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -87,17 +88,31 @@ class OperatorProcess:
     def wait_started(self, timeout: float = 30.0) -> None:
         """Wait until this start has logged that it watches AgentTasks."""
         marker = "agenttask-operator started"
+        self._wait_log(lambda text: text.count(marker) >= self.starts, timeout, "start")
+
+    def wait_replicas(self, names: Iterable[str], timeout: float = 30.0) -> None:
+        """Wait until this replica has logged that exactly ``names`` are live: it has seen
+        their Leases, so a task it finds owned by one of them is owned by a replica it knows.
+        """
+        line = "replicas: " + ", ".join(sorted(names))
+
+        def seen(text: str) -> bool:
+            return any(ln.endswith(line) for ln in text.splitlines())
+
+        self._wait_log(seen, timeout, f"log {line!r}")
+
+    def _wait_log(self, done: Callable[[str], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log.read_text(errors="replace")
-            if text.count(marker) >= self.starts:
+            if done(text):
                 return
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(
                     f"operator exited with {self.proc.returncode}:\n{text[-3000:]}"
                 )
             time.sleep(0.1)
-        raise AssertionError("operator did not start in time")
+        raise AssertionError(f"operator did not {what} in time")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye."""

@@ -108,11 +108,7 @@ async def test_an_agent_models_limit_holds_across_replicas_and_queues_in_creatio
     for proc in two_replicas:
         proc.wait_started()
     for proc in two_replicas:  # each knows the other, so each task goes where its uid hashes
-
-        async def knows_both(proc: OperatorProcess = proc) -> bool:
-            return "replicas: r0, r1" in proc.output()
-
-        await eventually(knows_both, within=30, what="each replica to see the other's Lease")
+        proc.wait_replicas(REPLICAS)
     names = [f"t{i}" for i in range(6)]
     homes: dict[str, str | None] = {}
     for name in names:

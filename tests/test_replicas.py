@@ -201,6 +201,11 @@ async def test_a_clean_exit_hands_its_tasks_over_at_once(
         proc.start(AGENTTASK_LEASE_SECONDS=str(LONG_LEASE))
     for proc in replicas.values():
         proc.wait_started()
+    # Each must have seen the other's Lease: an owner whose Lease a replica never saw is
+    # presumed alive for a whole Lease duration (core.shard.owner_wait), so its clean exit
+    # would not be seen as one. (With Leases of a minute, a replica looks every 8 s.)
+    for proc in replicas.values():
+        proc.wait_replicas(replicas)
     names = [f"t-{i}" for i in range(8)]
     for name in names:
         await create_task(api, namespace, name, spec_for(fake))
