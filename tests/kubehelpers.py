@@ -113,6 +113,17 @@ async def wait_phase(
         ) from None
 
 
+async def settled(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """The task once it has ended and kopf has removed its finalizer: nothing changes it."""
+
+    async def check() -> dict[str, Any] | None:
+        obj = await get_task(api, namespace, name)
+        ended = (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        return obj if ended and not obj["metadata"].get("finalizers") else None
+
+    return await eventually(check, within=120, what=f"{name} to end and settle")
+
+
 async def transcript(api: client.ApiClient, namespace: str, uid: str) -> list[dict[str, Any]]:
     """The task's transcript, read from its ConfigMaps as a user would."""
     core = client.CoreV1Api(api)

@@ -14,7 +14,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from fakeopenai import HANG, FakeServer, Reply, ToolCall, keys_by_call
-from kubehelpers import create_task, eventually, get_task, transcript, wait_phase
+from kubehelpers import create_task, eventually, get_task, settled, transcript, wait_phase
 from operatorproc import OperatorProcess
 from scenarios import three_step_model
 
@@ -143,8 +143,7 @@ async def test_finished_task_is_not_touched_after_restart(
     operator.start()
     await create_task(api, namespace, "crash", spec_for(fake))
     await check_outcome(api, namespace, fake)
-    await asyncio.sleep(2)  # let kopf finish its own bookkeeping (finalizer removal)
-    before = await get_task(api, namespace, "crash")
+    before = await settled(api, namespace, "crash")  # kopf has removed its finalizer
     requests, deliveries = len(fake.requests), len(fake.deliveries)
     operator.stop()
     operator.start()

@@ -26,6 +26,7 @@ from kubehelpers import (
     eventually,
     get_task,
     new_namespace,
+    settled,
     transcript,
     wait_phase,
 )
@@ -68,17 +69,6 @@ class Echo:
             failed = error(500, "the echo backend is down")
             return Reply(failed.status, failed.body, until=self.release.is_set, delay=600)
         return Reply(body=f"echo {call.body['arguments']['x']}")
-
-
-async def settled(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    """The task once it has ended and kopf has removed its finalizer: nothing changes it."""
-
-    async def check() -> dict[str, Any] | None:
-        obj = await get_task(api, namespace, name)
-        ended = (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-        return obj if ended and not obj["metadata"].get("finalizers") else None
-
-    return await eventually(check, within=120, what=f"{name} to end and settle")
 
 
 async def config_maps(api: client.ApiClient, namespace: str, uid: str) -> dict[str, Any]:
