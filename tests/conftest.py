@@ -68,6 +68,15 @@ def crd(cluster: LocalCluster) -> Path:
     ):
         proc = kubectl(cluster, *args)
         assert proc.returncode == 0, proc.stderr
+    # Established is not watchable yet: a new kind's watch cache answers 429 "storage is
+    # (re)initializing" for a moment, which a test's own watch (unlike kopf's) does not retry.
+    for f in sorted((REPO / "crds").glob("*.yaml")):
+        group, plural = f.stem.split("_", 1)
+        watch = f"/apis/{group}/v1alpha1/{plural}?watch=1&timeoutSeconds=1"
+        deadline = time.monotonic() + 60
+        while (proc := kubectl(cluster, "get", "--raw", watch)).returncode != 0:
+            assert time.monotonic() < deadline, proc.stderr
+            time.sleep(0.2)
     return REPO / "crds"
 
 

@@ -11,7 +11,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 
 from fakeopenai import FakeServer
-from kubehelpers import GROUP, PLURAL, VERSION, create_task, wait_phase
+from kubehelpers import GROUP, PLURAL, VERSION, create_task, settled, wait_phase
 from operatorproc import OperatorProcess
 from scenarios import DISK_INPUT, disk_model
 
@@ -67,7 +67,8 @@ async def test_one_status_write_and_one_transcript_write_per_step(
     await create_task(api, namespace, "w", spec)
     st = (await wait_phase(api, namespace, "w"))["status"]
     assert st["phase"] == "Succeeded"
-    await asyncio.sleep(2)  # kopf removes its finalizer after the end
+    await settled(api, namespace, "w")  # kopf removes its finalizer after the end
+    await asyncio.sleep(1)  # the counting watch has seen that write, and anything after it
     counter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await counter

@@ -37,6 +37,7 @@ from kubehelpers import (
     eventually,
     get_task,
     new_namespace,
+    settled,
     task_gone,
     wait_phase,
 )
@@ -138,7 +139,7 @@ async def test_disk_scenario_under_chart_rbac(
     await test_agenttask_e2e.test_disk_space_scenario_succeeds_and_really_cleans(
         api, namespace, fake, chart_rbac_operator, workspace
     )
-    await asyncio.sleep(1)  # kopf's last bookkeeping (finalizer removal) after Succeeded
+    await settled(api, namespace, "disk")  # kopf's last bookkeeping (finalizer removal)
     assert_no_forbidden(chart_rbac_operator)
 
 
@@ -351,7 +352,7 @@ async def test_disk_scenario_cluster_wide_under_default_rbac(
     await test_agenttask_e2e.test_disk_space_scenario_succeeds_and_really_cleans(
         own_api, own_namespace, fake, clusterwide_operator, workspace
     )
-    await asyncio.sleep(1)
+    await settled(own_api, own_namespace, "disk")  # kopf's last bookkeeping (finalizer removal)
     assert_no_forbidden(clusterwide_operator)
     assert "agenttask-operator started" in clusterwide_operator.output()
 
