@@ -113,6 +113,21 @@ async def wait_phase(
         ) from None
 
 
+async def event_reasons(
+    api: client.ApiClient, namespace: str, name: str, want: str, *, within: float = 20.0
+) -> list[str]:
+    """The reasons of the Events about object ``name``, once ``want`` is among them: the
+    operator records an Event right after the status write that a test usually waits for.
+    """
+
+    async def check() -> list[str] | None:
+        found = await client.CoreV1Api(api).list_namespaced_event(namespace)
+        reasons = [e.reason for e in found.items if e.involved_object.name == name]
+        return reasons if want in reasons else None
+
+    return await eventually(check, within=within, what=f"a {want} Event about {name}")
+
+
 async def settled(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     """The task once it has ended and kopf has removed its finalizer: nothing changes it."""
 

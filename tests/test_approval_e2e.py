@@ -30,6 +30,7 @@ from kubehelpers import (
     api_client,
     create_object,
     create_task,
+    event_reasons,
     eventually,
     get_object,
     get_task,
@@ -124,11 +125,6 @@ async def accepted(api: client.ApiClient, namespace: str, name: str) -> dict[str
     return cond
 
 
-async def reasons(api: client.ApiClient, namespace: str, name: str) -> list[str]:
-    evs = await client.CoreV1Api(api).list_namespaced_event(namespace)
-    return [e.reason for e in evs.items if e.involved_object.name == name]
-
-
 async def test_approve_runs_a_destructive_call_once_and_records_who(
     api: client.ApiClient,
     namespace: str,
@@ -144,7 +140,7 @@ async def test_approve_runs_a_destructive_call_once_and_records_who(
     rec = await waiting(api, namespace, "scale")
     assert (rec["toolName"], rec["purpose"]) == ("apply_change", "Run")
     assert json.loads(rec["arguments"]) == {"change": "scale to 3"}
-    assert "ApprovalRequested" in await reasons(api, namespace, "scale")
+    await event_reasons(api, namespace, "scale", "ApprovalRequested")
     assert ledger.entries() == []  # nothing ran before the decision
     obj = await get_task(api, namespace, "scale")
     assert obj["status"]["conditions"][0]["reason"] == "ApprovalPending"
@@ -168,7 +164,7 @@ async def test_approve_runs_a_destructive_call_once_and_records_who(
     }
     cond = await accepted(api, namespace, "ok-scale")
     assert (cond["status"], cond["reason"]) == ("True", "Applied")
-    assert "ApprovalGranted" in await reasons(api, namespace, "scale")
+    await event_reasons(api, namespace, "scale", "ApprovalGranted")
 
 
 async def test_deny_tells_the_model_and_runs_nothing(
@@ -188,7 +184,7 @@ async def test_deny_tells_the_model_and_runs_nothing(
     assert st["phase"] == "Succeeded", st
     assert "denied by admin: never in prod" in st["result"]
     assert ledger.entries() == []
-    assert "ApprovalDenied" in await reasons(api, namespace, "drop")
+    await event_reasons(api, namespace, "drop", "ApprovalDenied")
 
 
 async def test_a_decision_for_other_arguments_is_refused_then_the_right_one_applies(
@@ -211,7 +207,7 @@ async def test_a_decision_for_other_arguments_is_refused_then_the_right_one_appl
     st = (await get_task(api, namespace, "big"))["status"]
     assert st["phase"] == "WaitingForApproval" and "decision" not in st["approval"]
     assert ledger.entries() == []
-    assert "ApprovalRefused" in await reasons(api, namespace, "big")
+    await event_reasons(api, namespace, "big", "ApprovalRefused")
     await decide(api, namespace, "right", "big", rec)
     st = (await wait_phase(api, namespace, "big"))["status"]
     assert st["phase"] == "Succeeded", st

@@ -26,7 +26,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from localcluster import LocalCluster
 
 from fakeopenai import FakeServer, Reply, completion
-from kubehelpers import GROUP, VERSION, create_object, eventually, get_object, kubectl, ready_of
+from kubehelpers import (
+    GROUP,
+    VERSION,
+    create_object,
+    event_reasons,
+    eventually,
+    get_object,
+    kubectl,
+    ready_of,
+)
 from operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
@@ -343,6 +352,7 @@ async def test_past_the_starting_deadline_a_missed_tick_does_not_run(
     status = await eventually(skipped, within=30, what="the tick recorded as skipped")
     assert datetime.fromisoformat(status["lastSkippedTime"]) == tick
     assert await tasks_of(api, namespace, "late") == []
+    await event_reasons(api, namespace, "late", "MissedSchedule")  # it follows the status write
     [(reason, message)] = await events_of(api, namespace, "late")
     assert reason == "MissedSchedule" and "startingDeadlineSeconds (2)" in message
 
