@@ -14,7 +14,7 @@ from kubernetes_asyncio import client
 from localcluster import REPO, LocalCluster
 
 from fakeopenai import FakeServer
-from kubehelpers import api_client, kubectl, new_namespace
+from kubehelpers import VERSION, api_client, kubectl, new_namespace
 from mcpservers import everything, ledger, time_server  # noqa: F401 - fixtures
 from operatorproc import OperatorProcess, operator_env
 
@@ -72,7 +72,7 @@ def crd(cluster: LocalCluster) -> Path:
     # (re)initializing" for a moment, which a test's own watch (unlike kopf's) does not retry.
     for f in sorted((REPO / "crds").glob("*.yaml")):
         group, plural = f.stem.split("_", 1)
-        watch = f"/apis/{group}/v1alpha1/{plural}?watch=1&timeoutSeconds=1"
+        watch = f"/apis/{group}/{VERSION}/{plural}?watch=1&timeoutSeconds=1"
         deadline = time.monotonic() + 60
         while (proc := kubectl(cluster, "get", "--raw", watch)).returncode != 0:
             assert time.monotonic() < deadline, proc.stderr

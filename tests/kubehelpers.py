@@ -113,6 +113,14 @@ async def wait_phase(
         ) from None
 
 
+async def events_about(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    """The Events about the object called ``name`` in ``namespace``."""
+    found = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return list(found.items)
+
+
 async def event_reasons(
     api: client.ApiClient, namespace: str, name: str, want: str, *, within: float = 20.0
 ) -> list[str]:
@@ -121,8 +129,7 @@ async def event_reasons(
     """
 
     async def check() -> list[str] | None:
-        found = await client.CoreV1Api(api).list_namespaced_event(namespace)
-        reasons = [e.reason for e in found.items if e.involved_object.name == name]
+        reasons = [e.reason for e in await events_about(api, namespace, name)]
         return reasons if want in reasons else None
 
     return await eventually(check, within=within, what=f"a {want} Event about {name}")

@@ -93,7 +93,6 @@ async def test_ready_with_a_secret_that_has_the_key_and_no_write_while_steady(
     generation = obj["metadata"]["generation"]
     assert obj["status"]["observedGeneration"] == cond["observedGeneration"] == generation
     assert cond["lastTransitionTime"]
-    # The timer re-checks every 0.5 s: several checks, and not one write.
 
     async def kopf_done() -> str | None:  # its finalizer, then the spec it handled: its last write
         meta = (await get_model(api, namespace, "shared"))["metadata"]
@@ -101,6 +100,7 @@ async def test_ready_with_a_secret_that_has_the_key_and_no_write_while_steady(
         return meta["resourceVersion"] if handled and meta.get("finalizers") else None
 
     before = await eventually(kopf_done, within=30, what="kopf's bookkeeping after the create")
+    # The timer re-checks every 0.5 s: several checks, and not one write.
     await asyncio.sleep(3.0)
     after = await get_model(api, namespace, "shared")
     assert after["metadata"]["resourceVersion"] == before, after

@@ -21,6 +21,7 @@ from kubehelpers import (
     PLURAL,
     VERSION,
     create_task,
+    events_about,
     eventually,
     get_task,
     task_gone,
@@ -53,10 +54,7 @@ async def events(api: client.ApiClient, namespace: str, name: str, *expected: st
     want = sorted(expected)
 
     async def check() -> bool:
-        evs = await client.CoreV1Api(api).list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={name}"
-        )
-        return sorted(e.reason for e in evs.items) == want
+        return sorted(e.reason for e in await events_about(api, namespace, name)) == want
 
     try:
         await eventually(check, within=10, what=f"events {want}")

@@ -30,7 +30,6 @@ from kubehelpers import (
     GROUP,
     VERSION,
     create_object,
-    event_reasons,
     eventually,
     get_object,
     kubectl,
@@ -352,8 +351,9 @@ async def test_past_the_starting_deadline_a_missed_tick_does_not_run(
     status = await eventually(skipped, within=30, what="the tick recorded as skipped")
     assert datetime.fromisoformat(status["lastSkippedTime"]) == tick
     assert await tasks_of(api, namespace, "late") == []
-    await event_reasons(api, namespace, "late", "MissedSchedule")  # it follows the status write
-    [(reason, message)] = await events_of(api, namespace, "late")
+    [(reason, message)] = await eventually(  # the Event follows the status write
+        lambda: events_of(api, namespace, "late"), within=20, what="the MissedSchedule Event"
+    )
     assert reason == "MissedSchedule" and "startingDeadlineSeconds (2)" in message
 
 

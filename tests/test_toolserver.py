@@ -27,6 +27,7 @@ from kubehelpers import (
     VERSION,
     create_object,
     event_reasons,
+    events_about,
     eventually,
     get_object,
     kubectl,
@@ -84,11 +85,6 @@ async def make_secret(
     await client.CoreV1Api(api).create_namespaced_secret(
         namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), data=encoded)
     )
-
-
-async def events(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
-    found = await client.CoreV1Api(api).list_namespaced_event(namespace)
-    return [e for e in found.items if e.involved_object.name == name]
 
 
 async def test_server_everything_tools_land_in_status(
@@ -225,7 +221,7 @@ async def test_an_announced_tool_change_is_refreshed_at_once(
     assert obj["status"]["toolCount"] == len(obj["status"]["tools"])
 
     async def announced() -> list[str]:
-        found = await events(api, namespace, "live")
+        found = await events_about(api, namespace, "live")
         return [e.message for e in found if e.reason == "ToolsChanged"]
 
     assert await eventually(announced, within=20, what="a ToolsChanged Event") == ["added: fresh"]
@@ -285,7 +281,9 @@ async def test_an_unreachable_server_is_not_ready_and_retried(
     await eventually(retried, within=20, what="two more tries")
     again = await get_server(api, namespace, "down")
     assert ready_of(again) == cond | {"message": ready_of(again)["message"]}  # type: ignore[index]
-    warnings = [e for e in await events(api, namespace, "down") if e.reason == "ServerUnavailable"]
+    warnings = [
+        e for e in await events_about(api, namespace, "down") if e.reason == "ServerUnavailable"
+    ]
     assert len(warnings) == 1  # one Event per change, not one per try
 
     await client.CustomObjectsApi(api).delete_namespaced_custom_object(
