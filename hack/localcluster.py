@@ -73,6 +73,17 @@ def free_port() -> int:
         return port
 
 
+def wait_listening(port: int, within: float = 30.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
 # --- certificates -------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localcluster import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MCP_DIR = REPO / ".cache" / "mcp"
@@ -36,13 +37,6 @@ TIME_SERVER = Path(sys.executable).parent / "mcp-server-time"
 LEDGER_SERVER = Path(__file__).resolve().parent / "ledger_mcp.py"
 EVERYTHING_VERSION = "2026.8.31"  # pinned in hack/mcp-servers/package-lock.json
 MISSING = "{} is not installed: run `make mcp-servers` (make test does)"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _base_env() -> dict[str, str]:

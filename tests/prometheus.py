@@ -5,25 +5,16 @@ its own storage, scraping the targets it is given every second; queried over its
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+from localcluster import free_port
 
 from kubehelpers import eventually
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def binary() -> str:
@@ -180,14 +171,3 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def wait_listening(port: int, within: float = 30.0) -> None:
-    """Wait until something accepts connections on 127.0.0.1:``port``."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")

@@ -33,7 +33,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,9 +41,9 @@ from typing import Any
 import pytest
 from demo import EXAMPLE, NAME, make_workspace, start_bundled_model
 from kubernetes_asyncio import client
-from localcluster import REPO, LocalCluster, free_port
+from localcluster import REPO, LocalCluster, free_port, wait_listening
 
-from kubehelpers import eventually, kubectl, wait_phase
+from kubehelpers import kubectl, wait_phase
 from packaging_helpers import (
     docs,
     forbidden_in,
@@ -248,16 +247,10 @@ class PodProcess:
                 self.proc.wait()
 
 
-def healthz(url: str) -> int | None:
-    """The probe's HTTP status, or None while nothing listens yet (as the kubelet retries it)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own 127.0.0.1 URL
-            status: int = resp.status
-            return status
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, ConnectionRefusedError):
-            return None
-        raise
+def healthz(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own 127.0.0.1 URL
+        status: int = resp.status
+        return status
 
 
 def get_text(url: str) -> str:
@@ -437,8 +430,8 @@ async def test_image_runs_the_demo_as_the_chart_pod_would(
         assert pod.cmdline()[1:] == [which_in_image(rootfs, env, argv[0]), *argv[1:]]
         assert pod.writable_mounts() == {"/tmp", mount_paths["workspace"]}
         # kopf opens the liveness endpoint only after the startup handlers, which log "started".
-        probe = f"http://127.0.0.1:{port}/healthz"
-        assert await eventually(lambda: asyncio.to_thread(healthz, probe), what="/healthz") == 200
+        await asyncio.to_thread(wait_listening, port)
+        assert await asyncio.to_thread(healthz, f"http://127.0.0.1:{port}/healthz") == 200
 
         # The disk-space demo, applied as `make demo` does.
         applied = kubectl(cluster, "apply", "-n", namespace, "-f", str(EXAMPLE))

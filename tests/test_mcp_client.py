@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from localcluster import free_port
 
 from agenttask_operator.effects import mcp
 from agenttask_operator.effects.llm import StepFailed
 from agenttask_operator.effects.tools import ToolResult
 from agenttask_operator.models.toolserver import Discovery
-from mcpservers import LedgerServer, ServerProcess, free_port
+from mcpservers import LedgerServer, ServerProcess
 from rawhttp import Raw, RawServer, http
 
 # What the pinned servers negotiate with the pinned SDK (mcp 2.3.x): checked, not assumed.

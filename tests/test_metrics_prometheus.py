@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from localcluster import free_port, wait_listening
 
 from fakeopenai import FakeServer, Reply, completion, error, tool_messages
 from kubehelpers import create_task, eventually, get_task, wait_phase
 from operatorproc import OperatorProcess
-from prometheus import Prometheus, free_port, lint_metrics, scrape, version, wait_listening
+from prometheus import Prometheus, lint_metrics, scrape, version
 
 pytestmark = pytest.mark.cluster
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from localcluster import LocalCluster
+from localcluster import LocalCluster, free_port
 
 from agenttask_operator.core.toolserver import schema_digest
 from agenttask_operator.effects import mcp
@@ -33,7 +33,7 @@ from kubehelpers import (
     kubectl,
     ready_of,
 )
-from mcpservers import LedgerServer, ServerProcess, free_port
+from mcpservers import LedgerServer, ServerProcess
 from operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
