@@ -26,15 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from localcluster import LocalCluster
 
 from fakeopenai import FakeServer, Reply, completion
-from kubehelpers import (
-    GROUP,
-    VERSION,
-    create_object,
-    eventually,
-    get_object,
-    kubectl,
-    ready_of,
-)
+from kubehelpers import GROUP, VERSION, create_object, eventually, get_object, kubectl, ready_of
 from operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
